@@ -1,0 +1,1 @@
+"""Command-line subcommands, one module each; `bridge.cli` dispatches to them."""

@@ -1,0 +1,1 @@
+"""Strict local emulators of the outside APIs, for tests and `roombridge demo`."""

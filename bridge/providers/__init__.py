@@ -1,0 +1,1 @@
+"""Booking-provider HTTP clients (auth, paging, retries); they return outside JSON."""

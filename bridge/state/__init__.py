@@ -1,0 +1,1 @@
+"""The state store: links, cursors, errors and feed tokens over SQLAlchemy Core."""

@@ -1,0 +1,1 @@
+"""Pure mappings between outside formats and the canonical model (no I/O, no clock reads)."""
