@@ -159,9 +159,7 @@ class Booking:
     @property
     def is_recurring(self) -> bool:
         """Whether the booking has more than its first occurrence, or could."""
-        return self.recurrence is not None and bool(
-            self.recurrence.rrule or self.recurrence.rdates
-        )
+        return self.recurrence is not None and bool(self.recurrence.rrule or self.recurrence.rdates)
 
     def extra_value(self, name: str) -> str | None:
         """The value of one provider-specific extra field, if present."""

@@ -58,8 +58,14 @@ class PreconditionFailed(CalendarError):
 class AlreadyExists(CalendarError):
     """A create found the deterministic identity taken: the object was created before."""
 
-    def __init__(self, operation: str, target: str, status: int | None, reason: str,
-                 existing: RemoteObject | None = None):
+    def __init__(
+        self,
+        operation: str,
+        target: str,
+        status: int | None,
+        reason: str,
+        existing: RemoteObject | None = None,
+    ):
         super().__init__(operation, target, status, reason)
         self.existing = existing
 

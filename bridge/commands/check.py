@@ -1,0 +1,61 @@
+"""``roombridge check``: validate the configuration and reach every provider and calendar once."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bridge.commands.options import add_config_option, add_json_option, configuration, print_json
+from bridge.errors import BridgeError
+from bridge.runtime import Runtime
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the subcommand."""
+    parser = subparsers.add_parser(
+        "check", help="validate the configuration and reach every provider and calendar"
+    )
+    add_config_option(parser)
+    add_json_option(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check each room's provider resource and calendar; exit 1 when any is unreachable."""
+    config = configuration(args)
+    checks: list[dict[str, Any]] = []
+    with Runtime(config) as runtime:
+        checks.append(_attempt("state", config.state.url.split("://")[0], runtime.store.ping))
+        for room in config.rooms:
+            checks.append(
+                _attempt(
+                    f"room {room.id}: provider {room.provider}",
+                    f"resource {room.resource}",
+                    lambda room=room: runtime.room(room, ask_provider=True),
+                )
+            )
+            calendar = runtime.calendar(room)
+            check = getattr(calendar, "check", None)
+            if check is not None:
+                checks.append(
+                    _attempt(f"room {room.id}: calendar {room.calendar}", room.calendar_id, check)
+                )
+    ok = all(item["ok"] for item in checks)
+    if args.json:
+        print_json({"ok": ok, "config": str(config.path), "checks": checks})
+    else:
+        print(f"configuration {config.path}: valid")
+        for item in checks:
+            mark = "ok" if item["ok"] else "FAILED"
+            detail = f" — {item['error']}" if item.get("error") else ""
+            print(f"{mark:>6}  {item['what']} ({item['target']}){detail}")
+    return 0 if ok else 1
+
+
+def _attempt(what: str, target: str | None, action: Any) -> dict[str, Any]:
+    """Run one reachability check, turning a failure into a reported line."""
+    try:
+        action()
+    except BridgeError as exc:
+        return {"what": what, "target": target, "ok": False, "error": str(exc)}
+    return {"what": what, "target": target, "ok": True}

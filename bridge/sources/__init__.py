@@ -1,0 +1,1 @@
+"""Booking sources: a provider client joined with its mapping, read per room."""
