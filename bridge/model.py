@@ -8,7 +8,7 @@ booking keeps its rule in the room's local zone, so 09:00 stays 09:00 across DST
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -210,13 +210,13 @@ class Occurrence:
 
     @property
     def blocked_start(self) -> datetime:
-        """Start of the time the room is blocked, setup buffer included."""
-        return self.start - self.buffers.before
+        """Start of the time the room is blocked, setup buffer included (elapsed time, UTC)."""
+        return self.start.astimezone(UTC) - self.buffers.before
 
     @property
     def blocked_end(self) -> datetime:
-        """End of the time the room is blocked, cleanup buffer included."""
-        return self.end + self.buffers.after
+        """End of the time the room is blocked, cleanup buffer included (elapsed time, UTC)."""
+        return self.end.astimezone(UTC) + self.buffers.after
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ from bridge.sources.nexudus import NexudusSource
 from bridge.state.store import StateStore
 from bridge.sync.engine import PassOptions, RoomResult, RoomSync
 
-
 #: The store cursor remembering a room's provider-given time zone.
 ZONE_CURSOR = "timezone"
 

@@ -14,8 +14,9 @@ from tests.plugins.caldav_servers import CalDAVServer
 
 
 @pytest.fixture
-def world(caldav_server: CalDAVServer, tmp_path: Path) -> Iterator[World]:
-    with World(caldav_server, tmp_path).running() as running:
+def world(caldav_server: CalDAVServer, tmp_path: Path, state_url: str) -> Iterator[World]:
+    """One room on each CalDAV server, with each state store (SQLite and PostgreSQL)."""
+    with World(caldav_server, tmp_path, state_url=state_url).running() as running:
         yield running
 
 
@@ -42,8 +43,15 @@ def test_second_pass_is_a_no_op(world: World):
     world.sync()
     again = world.sync()
     assert again.room | {"planned": []} == {
-        "id": "callisto", "ok": True, "created": 0, "updated": 0, "deleted": 0,
-        "declined": 0, "errors": [], "planned": [], "requests": {"calendar": 1},
+        "id": "callisto",
+        "ok": True,
+        "created": 0,
+        "updated": 0,
+        "deleted": 0,
+        "declined": 0,
+        "errors": [],
+        "planned": [],
+        "requests": {"calendar": 1},
     }
 
 
@@ -98,14 +106,14 @@ def test_series_with_deleted_and_moved_members_is_one_recurring_event(world: Wor
 def test_third_party_edit_is_reverted_without_duplicates(world: World):
     world.book(world.now + days(1), Notes="Design review")
     world.sync()
-    (href, _uid, ics), = world.objects()
+    ((href, _uid, ics),) = world.objects()
     tampered = ics.replace(b"SUMMARY:", b"SUMMARY:Hijacked ")
     with world.calendar() as calendar:
         etag = calendar.get(href).etag
         calendar.update(href, tampered, etag)
     outcome = world.sync()
     assert outcome.room["updated"] == 1
-    (_href, _uid, restored), = world.objects()
+    ((_href, _uid, restored),) = world.objects()
     assert b"Hijacked" not in restored
     world.assert_converged()
 
@@ -113,7 +121,7 @@ def test_third_party_edit_is_reverted_without_duplicates(world: World):
 def test_third_party_deletion_is_recreated(world: World):
     world.book(world.now + days(1))
     world.sync()
-    (href, _uid, _ics), = world.objects()
+    ((href, _uid, _ics),) = world.objects()
     with world.calendar() as calendar:
         calendar.delete(href, None)
     outcome = world.sync()
