@@ -13,3 +13,7 @@ class BridgeError(Exception):
 
 class ConfigError(BridgeError):
     """The configuration file is missing, malformed or inconsistent."""
+
+
+class StateError(BridgeError):
+    """The state store cannot be opened, migrated or read (never shows a password)."""
