@@ -211,6 +211,8 @@ buffers = "{self.buffers}"
         start, end = self.now - timedelta(days=30), self.now + timedelta(days=365)
         found: list[tuple[datetime, datetime]] = []
         for _href, uid, ics in self.objects():
+            if not uid.startswith("roombridge-"):
+                continue  # a foreign event, not the bridge's
             if not include_buffers and uid.endswith(("-setup", "-cleanup")):
                 continue
             calendar = icalendar.Calendar.from_ical(ics)
@@ -222,7 +224,7 @@ buffers = "{self.buffers}"
 
     def assert_converged(self) -> None:
         """The calendar shows exactly the provider's bookings: once each, nothing stray."""
-        objects = self.objects()
+        objects = [o for o in self.objects() if o[1].startswith("roombridge-")]
         uids = Counter(uid for _href, uid, _ics in objects)
         duplicates = [uid for uid, count in uids.items() if count > 1]
         assert not duplicates, f"duplicate UIDs on the calendar: {duplicates}"
