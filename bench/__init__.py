@@ -1,0 +1,1 @@
+"""Benchmarks of the bridge: run each module with ``python -m bench.<name>``."""
