@@ -9,7 +9,9 @@ It returns OfficeRnD's own JSON objects; turning them into canonical bookings is
 - listing with the ``results``/``cursorNext`` envelope (``$limit`` ≤ 50), ``field[$op]=value``
   filters (``modifiedAt[$gte]`` for incremental reads, ``seriesStart``/``seriesEnd`` for
   windows: the API refuses ``start``/``end`` filters on ``/bookings``);
-- ``/bookings/occurrences`` over windows longer than a year, split into year-long periods;
+- ``/bookings/occurrences`` over windows longer than a year, split into year-long periods
+  (its v2 parameter names ``start``/``end``/``resource``/``booking`` follow v1 and a community
+  catalogue; they are unverified against a live tenant);
 - writes (create, update, cancel — which keeps the record — and delete);
 - pacing and retries through :mod:`bridge.providers.http`, and every failure as a typed
   :mod:`bridge.providers.errors` exception whose text never holds the client secret or a token.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -288,6 +291,7 @@ class OfficeRndClient:
             rng=chance,
         )
         self._token: _Token | None = None
+        self._token_lock = threading.Lock()
         self._zones: dict[str, str] = {}
         self.request_count = 0
 
@@ -313,7 +317,7 @@ class OfficeRndClient:
         modified_since: datetime | None = None,
         window: Window | None = None,
     ) -> Iterator[Record]:
-        """Bookings (one row per recurring series), optionally of a resource, changed or in a window.
+        """Bookings (one row per series), optionally of a resource, changed since, in a window.
 
         ``modified_since`` is pulled back by the safety margin, so callers see some rows again
         rather than miss one written while the previous read ran. ``window`` keeps the
@@ -400,9 +404,7 @@ class OfficeRndClient:
             "skipCancellationPolicy": _flag(skip_cancellation_policy),
         }
         path = f"/bookings/{_segment(booking_id)}/cancel"
-        return self._json_object(
-            "POST", path, "cancel booking", params=params, idempotent=True
-        )
+        return self._json_object("POST", path, "cancel booking", params=params, idempotent=True)
 
     def delete_booking(self, booking_id: str) -> None:
         """Delete a booking for good (no trace is left in listings)."""
@@ -475,16 +477,19 @@ class OfficeRndClient:
         # A create is the only request whose repetition could duplicate something.
         safe = method != "POST" if idempotent is None else idempotent
 
+        sent_with: list[_Token] = []
+
         def build() -> httpx.Request:
-            headers = {"Authorization": f"Bearer {self._access()}", "Accept": "application/json"}
+            token = self._current_token()
+            sent_with.append(token)
+            headers = {"Authorization": f"Bearer {token.access}", "Accept": "application/json"}
             return self._http.build_request(method, path, params=params, json=json, headers=headers)
 
-        self._access()
+        self._current_token()
         exchange = self._sender.send(build, operation=operation, write=write, idempotent=safe)
         self.request_count += exchange.attempts
         if exchange.response.status_code == 401:
-            self._token = None
-            self._access()
+            self._replace_token(sent_with[-1])
             exchange = self._sender.send(build, operation=operation, write=write, idempotent=safe)
             self.request_count += exchange.attempts
         return exchange
@@ -495,12 +500,23 @@ class OfficeRndClient:
             return response
         raise self._error(response, operation)
 
-    def _access(self) -> str:
-        """The cached access token, fetched first when there is none or it is about to expire."""
-        token = self._token
-        if token is None or self._clock.monotonic() >= token.renew_at:
-            token = self._request_token()
-        return token.access
+    def _current_token(self) -> _Token:
+        """The cached access token, fetched first when there is none or it is about to expire.
+
+        The lock makes threads sharing the client (``roombridge run``) wait for one fetch
+        instead of each spending one of the endpoint's five requests a minute.
+        """
+        with self._token_lock:
+            token = self._token
+            if token is None or self._clock.monotonic() >= token.renew_at:
+                token = self._request_token()
+            return token
+
+    def _replace_token(self, refused: _Token) -> None:
+        """After a 401: drop the refused token, unless another thread has replaced it already."""
+        with self._token_lock:
+            if self._token is refused:
+                self._token = None
 
     def _request_token(self) -> _Token:
         """``POST token_url`` (client credentials) and cache the token it returns."""

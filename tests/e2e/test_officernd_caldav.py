@@ -50,6 +50,13 @@ def world(
         yield running
 
 
+@pytest.fixture
+def dav_world(caldav_server: CalDAVServer, tmp_path: Path) -> Iterator[OfficeRndCalDavWorld]:
+    """One room on each CalDAV server, SQLite state (where the store is not the point)."""
+    with OfficeRndCalDavWorld(caldav_server, tmp_path).running() as running:
+        yield running
+
+
 def days(n: float) -> timedelta:
     return timedelta(days=n)
 
@@ -125,8 +132,15 @@ def test_series_with_cancelled_and_moved_instances_is_one_recurring_event(
     world.assert_converged()
 
 
-def test_daily_series_keeps_its_wall_clock_time_across_dst(world: OfficeRndCalDavWorld):
+def test_daily_series_keeps_its_wall_clock_time_across_dst(
+    caldav_server: CalDAVServer, tmp_path: Path
+):
     # A London 09:00 series across the next DST change: UTC times shift by an hour.
+    with OfficeRndCalDavWorld(caldav_server, tmp_path).running() as world:
+        _sync_series_across_dst(world)
+
+
+def _sync_series_across_dst(world: OfficeRndCalDavWorld) -> None:
     first = (_next_dst_change(world.now) - days(5)).astimezone(LONDON)
     start = first.replace(hour=9, minute=0, second=0, microsecond=0).astimezone(UTC)
     world.book(start, rrule="FREQ=DAILY;COUNT=12", title="Stand-up")
@@ -177,7 +191,8 @@ def test_status_changes_move_through(world: OfficeRndCalDavWorld):
     world.assert_converged()
 
 
-def test_moves_and_retitles_follow_the_provider(world: OfficeRndCalDavWorld):
+def test_moves_and_retitles_follow_the_provider(dav_world: OfficeRndCalDavWorld):
+    world = dav_world
     moved = world.book(morning(world, 1))
     renamed = world.book(morning(world, 2), title="Old")
     series = world.book(morning(world, 3), rrule="FREQ=DAILY;COUNT=3")
@@ -228,8 +243,9 @@ def test_occurrence_edit_that_does_not_touch_the_series_waits_for_a_full_read(
 
 
 def test_occurrence_edits_that_touch_the_series_are_seen_incrementally(
-    world: OfficeRndCalDavWorld,
+    dav_world: OfficeRndCalDavWorld,
 ):
+    world = dav_world
     first = morning(world, 1)
     series = world.book(first, rrule="FREQ=DAILY;COUNT=5")
     world.sync()
@@ -246,8 +262,8 @@ def test_occurrence_edits_that_touch_the_series_are_seen_incrementally(
     world.assert_converged()
 
 
-def test_source_reads_in_full_once_a_day(caldav_server: CalDAVServer, tmp_path: Path):
-    with OfficeRndCalDavWorld(caldav_server, tmp_path).running() as world:
+def test_source_reads_in_full_once_a_day(radicale_server: CalDAVServer, tmp_path: Path):
+    with OfficeRndCalDavWorld(radicale_server, tmp_path).running() as world:
         kept = world.book(morning(world, 1))
         gone = world.book(morning(world, 2))
         client = OfficeRndClient(
@@ -278,7 +294,8 @@ def test_source_reads_in_full_once_a_day(caldav_server: CalDAVServer, tmp_path: 
 # ----- third parties, safety valve -----------------------------------------------------------
 
 
-def test_third_party_edit_is_reverted_without_duplicates(world: OfficeRndCalDavWorld):
+def test_third_party_edit_is_reverted_without_duplicates(dav_world: OfficeRndCalDavWorld):
+    world = dav_world
     world.book(morning(world, 1), title="Design review")
     world.sync()
     ((href, _uid, ics),) = world.objects()
@@ -325,10 +342,10 @@ def test_token_expiring_mid_sync_is_renewed_once(caldav_server: CalDAVServer, tm
 
 
 def test_one_pass_takes_one_token_under_the_real_rate_limit(
-    caldav_server: CalDAVServer, tmp_path: Path
+    radicale_server: CalDAVServer, tmp_path: Path
 ):
     behaviour = Behaviour(token_requests_per_minute=5)
-    with OfficeRndCalDavWorld(caldav_server, tmp_path, behaviour=behaviour).running() as world:
+    with OfficeRndCalDavWorld(radicale_server, tmp_path, behaviour=behaviour).running() as world:
         for day in range(1, 60):
             world.book(morning(world, day) + timedelta(hours=day % 5))
         for day in range(1, 4):
@@ -344,9 +361,9 @@ def test_one_pass_takes_one_token_under_the_real_rate_limit(
 
 
 def test_provider_down_fails_cleanly_without_leaking_the_secret(
-    caldav_server: CalDAVServer, tmp_path: Path
+    radicale_server: CalDAVServer, tmp_path: Path
 ):
-    with OfficeRndCalDavWorld(caldav_server, tmp_path).running() as world:
+    with OfficeRndCalDavWorld(radicale_server, tmp_path).running() as world:
         world.book(morning(world, 1))
         world.emulator.set_faults(FaultPlan(rate=1.0, kinds=(FaultKind.SERVER_ERROR,)))
         process = world.sync_process()
