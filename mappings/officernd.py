@@ -348,8 +348,19 @@ def _recurrence(
         return None
     listed = _listed_occurrences(obj.get("occurrences"), key)
     if not listed:
+        if covered is not None and isinstance(obj.get("occurrences"), list):
+            # An empty list for a known period: every instance in it was cancelled or moved out.
+            return Recurrence(rrule=rule, exdates=_instants_in(rule, start, zone, covered))
         return Recurrence(rrule=rule)
     return _reconcile(rule, start, end, zone, listed, covered, key)
+
+
+def _instants_in(
+    rule: str, start: datetime, zone: ZoneInfo, period: Window
+) -> tuple[datetime, ...]:
+    """The rule's instants (DTSTART included) inside ``period``, in the room's zone."""
+    instants = [start.astimezone(zone), *rule_instants(rule, start, zone, period.end)]
+    return tuple(sorted({i for i in instants if period.start <= i < period.end}))
 
 
 def _rule(value: object, key: str, start: datetime, zone: ZoneInfo) -> str | None:

@@ -689,3 +689,22 @@ def test_property_project_ical_rendering_expands_to_the_providers_live_occurrenc
     assume(not rie_would_confuse_ids(booking))
     [own] = ical.booking_to_objects(booking, buffers=BufferMode.HIDDEN)
     assert ics_live_instants(own.ics) == expected
+
+
+def test_regression_every_instance_in_the_window_moved_out_leaves_none_live() -> None:
+    """An empty occurrences list for a covered window means nothing is live there."""
+    obj = {
+        "_id": "6650aa00c1a625f9053d0001",
+        "start": "2026-06-01T09:00:00.000Z",
+        "end": "2026-06-01T10:00:00.000Z",
+        "timezone": "Europe/London",
+        "resource": "600638f94c6ea94c6dddc709",
+        "company": "63505d666b5233c8d432f585",
+        "recurrence": {"rrule": "FREQ=DAILY;UNTIL=20260610T090000Z"},
+        "occurrences": [],
+    }
+    covered = Window(datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 6, 20, tzinfo=UTC))
+    [booking] = officernd.from_json(obj, covered=covered)
+    assert live_instants(booking, covered) == []
+    [unknown] = officernd.from_json({**obj, "occurrences": None})
+    assert len(live_instants(unknown, covered)) == 10
