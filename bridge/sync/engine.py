@@ -118,7 +118,7 @@ def desired_objects(
         if not any(o.status.is_live for o in expand(booking, window)):
             continue
         for obj in booking_to_objects(booking, privacy=calendar_privacy(booking), buffers=buffers):
-            wanted.append(Desired(obj.uid, booking.key, obj.ics, content_hash(obj.ics)))
+            wanted.append(Desired(obj.uid, booking.key, obj.ics, obj.content_hash))
     return wanted
 
 

@@ -1001,3 +1001,12 @@ def test_hash_of_the_same_booking_is_stable_across_renders() -> None:
     assert [content_hash(o.ics) for o in first] == [content_hash(o.ics) for o in second]
     moved = booking_to_objects(booking.evolve(end=booking.end + timedelta(minutes=5)))
     assert content_hash(moved[0].ics) != content_hash(first[0].ics)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(bookings(), st.sampled_from(list(BufferMode)), st.sampled_from(list(Privacy)))
+def test_precomputed_hash_equals_the_hash_of_the_written_text(
+    booking: Booking, mode: BufferMode, privacy: Privacy
+) -> None:
+    for obj in booking_to_objects(booking, buffers=mode, privacy=privacy):
+        assert obj.content_hash == content_hash(obj.ics)
