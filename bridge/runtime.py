@@ -12,12 +12,24 @@ from typing import Any, Self
 
 from bridge.calendars.base import CalendarBackend
 from bridge.calendars.caldav import CalDAVCalendar
-from bridge.config import CalDavConfig, Config, NexudusConfig, RoomConfig
+from bridge.config import (
+    CalDavConfig,
+    Config,
+    GoogleConfig,
+    NexudusConfig,
+    Office365Config,
+    OfficeRndConfig,
+    ProsperoConfig,
+    RoomConfig,
+)
 from bridge.errors import ConfigError
+from bridge.feeds.refresh import FeedSettings, refresh_room_feed
 from bridge.model import Room, Window
 from bridge.providers.nexudus import NexudusClient
 from bridge.sources.base import BookingSource
 from bridge.sources.nexudus import NexudusSource
+from bridge.sources.nexudus_portal import build_nexudus_portal_source
+from bridge.sources.officernd import build_officernd_source
 from bridge.state.store import StateStore
 from bridge.sync.engine import PassOptions, RoomResult, RoomSync
 
@@ -76,6 +88,10 @@ class Runtime:
         """A source for one provider configuration."""
         provider = self.config.providers[name]
         if isinstance(provider, NexudusConfig):
+            if provider.api == "portal":
+                portal = build_nexudus_portal_source(provider, name)
+                self._closers.append(portal.close)
+                return portal
             if provider.api != "admin":
                 raise ConfigError(f"providers.{name}: api = {provider.api!r} is not supported yet")
             client = NexudusClient(
@@ -88,6 +104,16 @@ class Runtime:
             )
             self._closers.append(client.close)
             return NexudusSource(client, name=name)
+        elif isinstance(provider, OfficeRndConfig):
+            source = build_officernd_source(provider, name)
+            self._closers.append(source.close)
+            return source
+        elif isinstance(provider, ProsperoConfig):
+            from bridge.sources.prospero import build_prospero_source
+
+            prospero = build_prospero_source(provider, name)
+            self._closers.append(prospero.close)
+            return prospero
         raise ConfigError(f"providers.{name}: kind {provider.kind!r} cannot be synced yet")
 
     def calendar(self, room: RoomConfig) -> CalendarBackend | None:
@@ -111,6 +137,18 @@ class Runtime:
             )
             self._closers.append(backend.close)
             return backend
+        elif isinstance(calendar, Office365Config):
+            from bridge.calendars.office365 import build_office365_calendar
+
+            graph = build_office365_calendar(calendar, calendar_id, window=self.window)
+            self._closers.append(graph.close)
+            return graph
+        elif isinstance(calendar, GoogleConfig):
+            from bridge.calendars.google import build_google_calendar
+
+            google = build_google_calendar(calendar, calendar_id)
+            self._closers.append(google.close)
+            return google
         raise ConfigError(f"calendars.{name}: kind {calendar.kind!r} cannot be synced yet")
 
     def room(self, room: RoomConfig, *, ask_provider: bool = False) -> Room:
@@ -136,7 +174,11 @@ class Runtime:
             self.store,
             clock=self.clock,
         )
-        return engine.run(options)
+        result = engine.run(options)
+        if not options.dry_run:
+            # Feeds are rendered here, once per change, so serving them is a concatenation.
+            refresh_room_feed(self.store, FeedSettings.of(self.config, room), self.clock())
+        return result
 
     def describe(self) -> dict[str, Any]:
         """What is configured, without secrets (for check/status output)."""

@@ -136,11 +136,100 @@ def _v2_run_records(conn: Connection) -> None:
     meta.create_all(conn, checkfirst=False)
 
 
+def _v3_feeds(conn: Connection) -> None:
+    """Provider snapshot revisions, cached per-booking feed chunks and each feed's version."""
+    meta = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    sa.Table(
+        "provider_revisions",
+        meta,
+        sa.Column("room_id", sa.String, primary_key=True),
+        sa.Column("revision", sa.Integer, nullable=False),
+    )
+    sa.Table(
+        "feed_chunks",
+        meta,
+        sa.Column("room_id", sa.String, primary_key=True),
+        sa.Column("booking_key", sa.String, primary_key=True),
+        sa.Column("fingerprint", sa.String, nullable=False),
+        sa.Column("privacy", sa.String, nullable=False),
+        sa.Column("buffers", sa.String, nullable=False),
+        sa.Column("sequence", sa.Integer, nullable=False),
+        sa.Column("rendered_at", _timestamp(), nullable=False),
+        sa.Column("content_hash", sa.String, nullable=False),
+        sa.Column("chunk_hash", sa.String, nullable=False),
+        sa.Column("first_start", _timestamp(), nullable=True),
+        sa.Column("last_end", _timestamp(), nullable=True),
+        sa.Column("recurring", sa.Boolean, nullable=False),
+        sa.Column("tzids", sa.String, nullable=False),
+        sa.Column("first_year", sa.Integer, nullable=False),
+        sa.Column("last_year", sa.Integer, nullable=False),
+        sa.Column("chunk", sa.Text, nullable=False),
+    )
+    sa.Table(
+        "feed_rooms",
+        meta,
+        sa.Column("room_id", sa.String, primary_key=True),
+        sa.Column("revision", sa.Integer, nullable=False),
+        sa.Column("settings", sa.String, nullable=False),
+        sa.Column("rendered_at", _timestamp(), nullable=False),
+        sa.Column("etag", sa.String, nullable=True),
+        sa.Column("modified_at", _timestamp(), nullable=True),
+    )
+    meta.create_all(conn, checkfirst=False)
+
+
+def _v4_device_arming(conn: Connection) -> None:
+    """Device arming records (each action before and after it is sent) and unlock codes."""
+    meta = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    sa.Table(
+        "device_actions",
+        meta,
+        sa.Column("room_id", sa.String, primary_key=True),
+        sa.Column("action_id", sa.String, primary_key=True),
+        sa.Column("pod_booking_id", sa.String, nullable=False),
+        sa.Column("occurrence", sa.String, nullable=False),
+        sa.Column("booking_key", sa.String, nullable=False),
+        sa.Column("kind", sa.String, nullable=False),
+        sa.Column("due_at", _timestamp(), nullable=False),
+        sa.Column("not_after", _timestamp(), nullable=True),
+        sa.Column("payload", sa.Text, nullable=False),
+        sa.Column("fingerprint", sa.String, nullable=False),
+        sa.Column("skip_reason", sa.Text, nullable=True),
+        sa.Column("state", sa.String, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("next_attempt_at", _timestamp(), nullable=True),
+        sa.Column("sent_fingerprint", sa.String, nullable=True),
+        sa.Column("outcome", sa.Text, nullable=True),
+        sa.Column("updated_at", _timestamp(), nullable=False),
+        sa.CheckConstraint("kind IN ('booking', 'on', 'off')", name="kind"),
+        sa.CheckConstraint(
+            "state IN ('pending', 'sending', 'done', 'skipped')", name="state"
+        ),
+        sa.Index(None, "room_id", "state", "due_at"),
+    )
+    sa.Table(
+        "unlock_codes",
+        meta,
+        sa.Column("room_id", sa.String, primary_key=True),
+        sa.Column("pod_booking_id", sa.String, primary_key=True),
+        sa.Column("booking_key", sa.String, nullable=False),
+        sa.Column("code", sa.String, nullable=False),
+        sa.Column("starts_at", _timestamp(), nullable=False),
+        sa.Column("issued_at", _timestamp(), nullable=False),
+        sa.UniqueConstraint("room_id", "code"),
+        sa.Index(None, "room_id", "booking_key"),
+    )
+    meta.create_all(conn, checkfirst=False)
+
+
 #: Every step, in order; the last one's version is what this code expects.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sync state: provider/calendar snapshots, links, cursors, feed tokens",
               _v1_sync_state),
     Migration(2, "run records: item errors with retry counts, sync runs", _v2_run_records),
+    Migration(3, "feeds: provider snapshot revisions, cached feed chunks, feed versions",
+              _v3_feeds),
+    Migration(4, "devices: arming action records, unlock codes", _v4_device_arming),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -148,6 +148,83 @@ sync_runs = sa.Table(
     sa.Index(None, "room_id", "started_at"),
 )
 
+provider_revisions = sa.Table(
+    "provider_revisions",
+    metadata,
+    sa.Column("room_id", sa.String, primary_key=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+)
+
+feed_chunks = sa.Table(
+    "feed_chunks",
+    metadata,
+    sa.Column("room_id", sa.String, primary_key=True),
+    sa.Column("booking_key", sa.String, primary_key=True),
+    sa.Column("fingerprint", sa.String, nullable=False),
+    sa.Column("privacy", sa.String, nullable=False),
+    sa.Column("buffers", sa.String, nullable=False),
+    sa.Column("sequence", sa.Integer, nullable=False),
+    sa.Column("rendered_at", UtcDateTime, nullable=False),
+    sa.Column("content_hash", sa.String, nullable=False),
+    sa.Column("chunk_hash", sa.String, nullable=False),
+    sa.Column("first_start", UtcDateTime, nullable=True),
+    sa.Column("last_end", UtcDateTime, nullable=True),
+    sa.Column("recurring", sa.Boolean, nullable=False),
+    sa.Column("tzids", sa.String, nullable=False),
+    sa.Column("first_year", sa.Integer, nullable=False),
+    sa.Column("last_year", sa.Integer, nullable=False),
+    sa.Column("chunk", sa.Text, nullable=False),
+)
+
+feed_rooms = sa.Table(
+    "feed_rooms",
+    metadata,
+    sa.Column("room_id", sa.String, primary_key=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("settings", sa.String, nullable=False),
+    sa.Column("rendered_at", UtcDateTime, nullable=False),
+    sa.Column("etag", sa.String, nullable=True),
+    sa.Column("modified_at", UtcDateTime, nullable=True),
+)
+
+device_actions = sa.Table(
+    "device_actions",
+    metadata,
+    sa.Column("room_id", sa.String, primary_key=True),
+    sa.Column("action_id", sa.String, primary_key=True),
+    sa.Column("pod_booking_id", sa.String, nullable=False),
+    sa.Column("occurrence", sa.String, nullable=False),
+    sa.Column("booking_key", sa.String, nullable=False),
+    sa.Column("kind", sa.String, nullable=False),
+    sa.Column("due_at", UtcDateTime, nullable=False),
+    sa.Column("not_after", UtcDateTime, nullable=True),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("fingerprint", sa.String, nullable=False),
+    sa.Column("skip_reason", sa.Text, nullable=True),
+    sa.Column("state", sa.String, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=True),
+    sa.Column("sent_fingerprint", sa.String, nullable=True),
+    sa.Column("outcome", sa.Text, nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("kind IN ('booking', 'on', 'off')", name="kind"),
+    sa.CheckConstraint("state IN ('pending', 'sending', 'done', 'skipped')", name="state"),
+    sa.Index(None, "room_id", "state", "due_at"),
+)
+
+unlock_codes = sa.Table(
+    "unlock_codes",
+    metadata,
+    sa.Column("room_id", sa.String, primary_key=True),
+    sa.Column("pod_booking_id", sa.String, primary_key=True),
+    sa.Column("booking_key", sa.String, nullable=False),
+    sa.Column("code", sa.String, nullable=False),
+    sa.Column("starts_at", UtcDateTime, nullable=False),
+    sa.Column("issued_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("room_id", "code"),
+    sa.Index(None, "room_id", "booking_key"),
+)
+
 #: The tables that hold per-room data (everything but the schema version).
 ROOM_TABLES: tuple[sa.Table, ...] = (
     provider_bookings,
@@ -157,4 +234,9 @@ ROOM_TABLES: tuple[sa.Table, ...] = (
     feed_tokens,
     item_errors,
     sync_runs,
+    provider_revisions,
+    feed_chunks,
+    feed_rooms,
+    device_actions,
+    unlock_codes,
 )

@@ -135,6 +135,114 @@ class SyncRun:
     errors: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class FeedChunk:
+    """One booking's cached feed text (its VEVENTs) and what it was rendered from.
+
+    A row exists for every booking of the provider snapshot; ``chunk`` is empty when the
+    booking shows nothing (cancelled, or it could not be rendered). ``first_start`` and
+    ``last_end`` bound the time it blocks (``last_end`` None: an open-ended rule).
+    """
+
+    room_id: str
+    booking_key: str
+    fingerprint: str
+    privacy: str
+    buffers: str
+    sequence: int
+    rendered_at: datetime
+    content_hash: str
+    chunk_hash: str
+    first_start: datetime | None
+    last_end: datetime | None
+    recurring: bool
+    tzids: tuple[str, ...]
+    first_year: int
+    last_year: int
+    chunk: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """How current a room's feed chunks are, and the feed version (ETag) last published."""
+
+    room_id: str
+    provider_revision: int
+    rendered_revision: int | None
+    settings: str | None
+    etag: str | None
+    modified_at: datetime | None
+
+
+class DeviceActionKind(StrEnum):
+    """What a device action does: book the pod, switch its devices on, or off."""
+
+    BOOKING = "booking"
+    SWITCH_ON = "on"
+    SWITCH_OFF = "off"
+
+
+class DeviceActionState(StrEnum):
+    """Progress of a device action; ``sending`` is recorded before the call goes out."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    DONE = "done"
+    SKIPPED = "skipped"
+
+
+#: Order of kinds due at the same instant: the pod booking before its devices.
+_KIND_ORDER = {DeviceActionKind.BOOKING: 0, DeviceActionKind.SWITCH_ON: 1,
+               DeviceActionKind.SWITCH_OFF: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAction:
+    """One action the arming plan wants for one occurrence; ``payload`` is JSON text.
+
+    ``fingerprint`` identifies what is wanted: a record whose fingerprint changes starts over.
+    An action with a ``skip_reason`` is recorded as skipped when due instead of being sent;
+    one past ``not_after`` is skipped too.
+    """
+
+    action_id: str
+    pod_booking_id: str
+    occurrence: str
+    booking_key: str
+    kind: DeviceActionKind
+    due_at: datetime
+    not_after: datetime | None
+    payload: str
+    fingerprint: str
+    skip_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceActionRecord:
+    """A device action and how far it got."""
+
+    room_id: str
+    action: DeviceAction
+    state: DeviceActionState
+    attempts: int
+    next_attempt_at: datetime | None
+    sent_fingerprint: str | None
+    outcome: str | None
+    updated_at: datetime
+
+    @property
+    def ready_at(self) -> datetime:
+        """When the action may next be tried: its due time, or later after a failure."""
+        if self.next_attempt_at is None:
+            return self.action.due_at
+        return max(self.action.due_at, self.next_attempt_at)
+
+    @property
+    def open(self) -> bool:
+        """Whether the action still has to be sent (or recorded as skipped)."""
+        return self.state in (DeviceActionState.PENDING, DeviceActionState.SENDING)
+
+
 def engine_url(url: str) -> URL:
     """The SQLAlchemy URL to connect with: ``postgresql://`` and ``postgres://`` use psycopg 3."""
     try:
@@ -308,6 +416,7 @@ class StateStore:
         }
         with self._writing() as conn:
             _upsert(conn, table, values, ("room_id", "booking_key"))
+            _bump_provider_revision(conn, room_id)
 
     def get_provider_booking(self, room_id: str, booking_key: str) -> ProviderBooking | None:
         """The remembered provider state of one booking."""
@@ -329,9 +438,29 @@ class StateStore:
     def delete_provider_booking(self, room_id: str, booking_key: str) -> bool:
         """Forget the provider state of a booking; whether there was one."""
         table = schema.provider_bookings
-        return self._delete(
-            table, table.c.room_id == room_id, table.c.booking_key == booking_key
-        ) > 0
+        with self._writing() as conn:
+            query = table.delete().where(
+                table.c.room_id == room_id, table.c.booking_key == booking_key
+            )
+            deleted: int = conn.execute(query).rowcount
+            if deleted:
+                _bump_provider_revision(conn, room_id)
+        return deleted > 0
+
+    def provider_revision(self, room_id: str) -> int:
+        """A counter that grows with every change of the room's provider snapshot (0: none)."""
+        table = schema.provider_revisions
+        query = sa.select(table.c.revision).where(table.c.room_id == room_id)
+        with self._reading() as conn:
+            revision: int | None = conn.execute(query).scalar_one_or_none()
+        return revision or 0
+
+    def provider_booking_documents(self, room_id: str) -> dict[str, str]:
+        """The stored JSON text of each provider booking of a room, by key (not decoded)."""
+        table = schema.provider_bookings
+        query = sa.select(table.c.booking_key, table.c.booking).where(table.c.room_id == room_id)
+        with self._reading() as conn:
+            return {key: text for key, text in conn.execute(query)}
 
     # --- calendar objects ------------------------------------------------------------------
 
@@ -538,6 +667,108 @@ class StateStore:
             stored: str | None = conn.execute(query).scalar_one_or_none()
         return stored is not None and secrets.compare_digest(stored.encode(), token.encode())
 
+    # --- feed chunks and versions ----------------------------------------------------------
+
+    def feed_state(self, room_id: str) -> FeedState:
+        """The provider revision, the revision and settings the chunks reflect, the ETag."""
+        revisions, rooms = schema.provider_revisions, schema.feed_rooms
+        with self._reading() as conn:
+            revision = conn.execute(
+                sa.select(revisions.c.revision).where(revisions.c.room_id == room_id)
+            ).scalar_one_or_none()
+            row = conn.execute(rooms.select().where(rooms.c.room_id == room_id)).mappings().first()
+        return FeedState(
+            room_id=room_id,
+            provider_revision=revision or 0,
+            rendered_revision=row["revision"] if row else None,
+            settings=row["settings"] if row else None,
+            etag=row["etag"] if row else None,
+            modified_at=row["modified_at"] if row else None,
+        )
+
+    def feed_chunks(
+        self,
+        room_id: str,
+        *,
+        with_text: bool = True,
+        booking_keys: Sequence[str] | None = None,
+    ) -> list[FeedChunk]:
+        """A room's cached chunks (all, or those of some bookings), by booking key.
+
+        ``chunk`` is left empty unless ``with_text``: the rest is enough to see what changed.
+        """
+        table = schema.feed_chunks
+        columns = [c for c in table.columns if with_text or c.name != "chunk"]
+        query = sa.select(*columns).where(table.c.room_id == room_id)
+        if booking_keys is None:
+            batches: list[Sequence[str] | None] = [None]
+        else:
+            # Bounded IN lists: SQLite limits the number of parameters of one statement.
+            batches = [booking_keys[i : i + 500] for i in range(0, len(booking_keys), 500)]
+        rows: list[sa.RowMapping] = []
+        with self._reading() as conn:
+            for batch in batches:
+                selected = query if batch is None else query.where(
+                    table.c.booking_key.in_(list(batch))
+                )
+                rows.extend(conn.execute(selected.order_by(table.c.booking_key)).mappings())
+        return sorted((_feed_chunk(row) for row in rows), key=lambda chunk: chunk.booking_key)
+
+    def put_feed_chunks(self, chunks: Sequence[FeedChunk]) -> None:
+        """Store rendered chunks, replacing each booking's previous one."""
+        if not chunks:
+            return
+        table = schema.feed_chunks
+        rows = [_feed_chunk_values(chunk) for chunk in chunks]
+        with self._writing() as conn:
+            insert = _insert_for(conn, table)
+            keys = ("room_id", "booking_key")
+            changes = {name: insert.excluded[name] for name in rows[0] if name not in keys}
+            conn.execute(insert.on_conflict_do_update(index_elements=keys, set_=changes), rows)
+
+    def delete_feed_chunks(self, room_id: str, booking_keys: Sequence[str]) -> int:
+        """Drop the chunks of bookings that left the snapshot; how many were dropped."""
+        if not booking_keys:
+            return 0
+        table = schema.feed_chunks
+        return self._delete(
+            table, table.c.room_id == room_id, table.c.booking_key.in_(list(booking_keys))
+        )
+
+    def mark_feed_rendered(self, room_id: str, revision: int, settings: str, now: datetime) -> None:
+        """Record that the chunks reflect provider ``revision`` under ``settings``."""
+        table = schema.feed_rooms
+        values = {"room_id": room_id, "revision": revision, "settings": settings}
+        with self._writing() as conn:
+            insert = _insert_for(conn, table).values(**values, rendered_at=now)
+            conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["room_id"],
+                    set_={"revision": revision, "settings": settings, "rendered_at": now},
+                )
+            )
+
+    def record_feed_version(self, room_id: str, etag: str, now: datetime) -> datetime:
+        """Remember the feed's ETag; when it was first published is its Last-Modified."""
+        table = schema.feed_rooms
+        with self._writing() as conn:
+            insert = _insert_for(conn, table).values(
+                room_id=room_id, revision=0, settings="", rendered_at=now,
+                etag=etag, modified_at=now,
+            )
+            changed = sa.or_(table.c.etag.is_(None), table.c.etag != etag)
+            conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["room_id"],
+                    set_={"etag": etag, "modified_at": now},
+                    where=changed,
+                )
+            )
+            modified: datetime = conn.execute(
+                sa.select(table.c.modified_at).where(table.c.room_id == room_id)
+            ).scalar_one()
+        return modified
+
     # --- sync runs -------------------------------------------------------------------------
 
     def begin_run(self, room_id: str, now: datetime) -> int:
@@ -584,6 +815,25 @@ class StateStore:
             if result.rowcount != 1:
                 raise StateError(f"no sync run {run_id} to finish")
 
+    def run_counts(self, room_id: str) -> dict[str, int]:
+        """How many of the room's recorded passes succeeded, failed or never finished."""
+        table = schema.sync_runs
+        outcome = sa.case(
+            (table.c.finished_at.is_(None), "unfinished"),
+            (table.c.ok.is_(True), "ok"),
+            else_="failed",
+        )
+        query = (
+            sa.select(outcome.label("outcome"), sa.func.count())
+            .where(table.c.room_id == room_id)
+            .group_by(outcome)
+        )
+        counts = {"ok": 0, "failed": 0, "unfinished": 0}
+        with self._reading() as conn:
+            for name, number in conn.execute(query):
+                counts[name] = number
+        return counts
+
     def last_run(self, room_id: str, *, finished: bool = False) -> SyncRun | None:
         """The room's latest sync pass (only finished ones when ``finished``)."""
         table = schema.sync_runs
@@ -594,6 +844,213 @@ class StateStore:
         with self._reading() as conn:
             row = conn.execute(query).mappings().first()
         return _sync_run(row) if row else None
+
+    # --- device arming ---------------------------------------------------------------------
+
+    def device_actions(self, room_id: str) -> list[DeviceActionRecord]:
+        """Every device action recorded for a room, by due time."""
+        table = schema.device_actions
+        query = table.select().where(table.c.room_id == room_id)
+        with self._reading() as conn:
+            rows = [_device_action(row) for row in conn.execute(query).mappings()]
+        return sorted(rows, key=_action_order)
+
+    def merge_device_actions(
+        self, room_id: str, actions: Sequence[DeviceAction], now: datetime
+    ) -> int:
+        """Record the actions a plan wants; a changed fingerprint starts that action over.
+
+        Returns how many actions were new or changed. Unchanged ones keep their progress, so
+        planning again (after a restart, every pass) never repeats a done action.
+        """
+        table = schema.device_actions
+        changed = 0
+        with self._writing() as conn:
+            known = dict(
+                conn.execute(
+                    sa.select(table.c.action_id, table.c.fingerprint).where(
+                        table.c.room_id == room_id
+                    )
+                ).all()
+            )
+            for action in actions:
+                if known.get(action.action_id) == action.fingerprint:
+                    continue
+                values = _device_action_values(action)
+                fresh = {
+                    **values,
+                    "state": DeviceActionState.PENDING.value,
+                    "attempts": 0,
+                    "next_attempt_at": None,
+                    "outcome": None,
+                    "updated_at": now,
+                }
+                if action.action_id in known:
+                    conn.execute(
+                        table.update()
+                        .where(table.c.room_id == room_id, table.c.action_id == action.action_id)
+                        .values(fresh)
+                    )
+                else:
+                    conn.execute(table.insert().values(room_id=room_id, **fresh))
+                changed += 1
+        return changed
+
+    def due_device_actions(self, room_id: str, now: datetime) -> list[DeviceActionRecord]:
+        """Open actions whose time has come (due, and past any retry delay), in order."""
+        table = schema.device_actions
+        query = table.select().where(
+            table.c.room_id == room_id,
+            table.c.state.in_([DeviceActionState.PENDING.value, DeviceActionState.SENDING.value]),
+            table.c.due_at <= now,
+            sa.or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
+        )
+        with self._reading() as conn:
+            rows = [_device_action(row) for row in conn.execute(query).mappings()]
+        return sorted(rows, key=_action_order)
+
+    def next_device_action(self, room_id: str) -> DeviceActionRecord | None:
+        """The open action that will be tried first, if any."""
+        table = schema.device_actions
+        query = table.select().where(
+            table.c.room_id == room_id,
+            table.c.state.in_([DeviceActionState.PENDING.value, DeviceActionState.SENDING.value]),
+        )
+        with self._reading() as conn:
+            rows = [_device_action(row) for row in conn.execute(query).mappings()]
+        if not rows:
+            return None
+        return min(rows, key=lambda r: (r.ready_at, _KIND_ORDER[r.action.kind]))
+
+    def start_device_action(
+        self, room_id: str, action_id: str, fingerprint: str, now: datetime
+    ) -> bool:
+        """Record that the action is about to be sent; False if the plan changed meanwhile."""
+        table = schema.device_actions
+        with self._writing() as conn:
+            result = conn.execute(
+                table.update()
+                .where(
+                    table.c.room_id == room_id,
+                    table.c.action_id == action_id,
+                    table.c.fingerprint == fingerprint,
+                )
+                .values(
+                    state=DeviceActionState.SENDING.value,
+                    attempts=table.c.attempts + 1,
+                    updated_at=now,
+                )
+            )
+            started: bool = result.rowcount == 1
+        return started
+
+    def finish_device_action(
+        self,
+        room_id: str,
+        action_id: str,
+        fingerprint: str,
+        now: datetime,
+        *,
+        skipped: bool = False,
+        outcome: str | None = None,
+    ) -> None:
+        """Record that the action was sent (or deliberately skipped) and what came back."""
+        table = schema.device_actions
+        values: dict[str, object] = {
+            "state": (DeviceActionState.SKIPPED if skipped else DeviceActionState.DONE).value,
+            "next_attempt_at": None,
+            "outcome": outcome,
+            "updated_at": now,
+        }
+        if not skipped:
+            values["sent_fingerprint"] = fingerprint
+        with self._writing() as conn:
+            conn.execute(
+                table.update()
+                .where(
+                    table.c.room_id == room_id,
+                    table.c.action_id == action_id,
+                    table.c.fingerprint == fingerprint,
+                )
+                .values(values)
+            )
+
+    def postpone_device_action(
+        self,
+        room_id: str,
+        action_id: str,
+        fingerprint: str,
+        now: datetime,
+        *,
+        retry_at: datetime,
+        error: str,
+    ) -> None:
+        """Record a failed attempt; the action is tried again at ``retry_at``."""
+        table = schema.device_actions
+        with self._writing() as conn:
+            conn.execute(
+                table.update()
+                .where(
+                    table.c.room_id == room_id,
+                    table.c.action_id == action_id,
+                    table.c.fingerprint == fingerprint,
+                )
+                .values(
+                    state=DeviceActionState.PENDING.value,
+                    next_attempt_at=retry_at,
+                    outcome=error[:MAX_ERROR_MESSAGE],
+                    updated_at=now,
+                )
+            )
+
+    def unlock_code(
+        self,
+        room_id: str,
+        pod_booking_id: str,
+        booking_key: str,
+        starts_at: datetime,
+        now: datetime,
+        *,
+        digits: int,
+    ) -> str:
+        """The pod booking's door code: issued once (random), never another booking's code.
+
+        Codes are never deleted (only with the whole room), so a code once issued for one
+        occurrence can never be drawn again for another one of the same room.
+        """
+        table = schema.unlock_codes
+        mine = sa.and_(table.c.room_id == room_id, table.c.pod_booking_id == pod_booking_id)
+        with self._writing() as conn:
+            for _ in range(100):
+                existing: str | None = conn.execute(
+                    sa.select(table.c.code).where(mine)
+                ).scalar_one_or_none()
+                if existing is not None:
+                    conn.execute(table.update().where(mine).values(starts_at=starts_at))
+                    return existing
+                candidate = f"{secrets.randbelow(10**digits):0{digits}d}"
+                insert = _insert_for(conn, table).values(
+                    room_id=room_id,
+                    pod_booking_id=pod_booking_id,
+                    booking_key=booking_key,
+                    code=candidate,
+                    starts_at=starts_at,
+                    issued_at=now,
+                )
+                # No conflict target: a code drawn twice in a room is skipped like a taken id.
+                conn.execute(insert.on_conflict_do_nothing())
+        raise StateError(f"room {room_id}: could not draw an unused unlock code")
+
+    def unlock_codes(self, room_id: str, booking_key: str) -> list[tuple[datetime, str]]:
+        """(occurrence start, door code) of a booking's pod bookings, by start."""
+        table = schema.unlock_codes
+        query = (
+            sa.select(table.c.starts_at, table.c.code)
+            .where(table.c.room_id == room_id, table.c.booking_key == booking_key)
+            .order_by(table.c.starts_at)
+        )
+        with self._reading() as conn:
+            return [(starts_at, code) for starts_at, code in conn.execute(query)]
 
     # --- whole rooms -----------------------------------------------------------------------
 
@@ -617,6 +1074,17 @@ def _upsert(
     insert = _insert_for(conn, table).values(dict(values))
     changes = {name: insert.excluded[name] for name in values if name not in keys}
     conn.execute(insert.on_conflict_do_update(index_elements=list(keys), set_=changes))
+
+
+def _bump_provider_revision(conn: Connection, room_id: str) -> None:
+    """Count one more change of a room's provider snapshot (feeds notice it cheaply)."""
+    table = schema.provider_revisions
+    insert = _insert_for(conn, table).values(room_id=room_id, revision=1)
+    conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=["room_id"], set_={"revision": table.c.revision + 1}
+        )
+    )
 
 
 def _reason(exc: SQLAlchemyError) -> str:
@@ -693,3 +1161,94 @@ def _sync_run(row: sa.RowMapping) -> SyncRun:
         declined=row["declined"],
         errors=tuple(json.loads(row["errors"])),
     )
+
+
+def _feed_chunk(row: sa.RowMapping) -> FeedChunk:
+    """A feed_chunks row as a record."""
+    return FeedChunk(
+        room_id=row["room_id"],
+        booking_key=row["booking_key"],
+        fingerprint=row["fingerprint"],
+        privacy=row["privacy"],
+        buffers=row["buffers"],
+        sequence=row["sequence"],
+        rendered_at=row["rendered_at"],
+        content_hash=row["content_hash"],
+        chunk_hash=row["chunk_hash"],
+        first_start=row["first_start"],
+        last_end=row["last_end"],
+        recurring=bool(row["recurring"]),
+        tzids=tuple(row["tzids"].split()),
+        first_year=row["first_year"],
+        last_year=row["last_year"],
+        chunk=row.get("chunk") or "",
+    )
+
+
+def _device_action(row: sa.RowMapping) -> DeviceActionRecord:
+    """A device_actions row as a record."""
+    action = DeviceAction(
+        action_id=row["action_id"],
+        pod_booking_id=row["pod_booking_id"],
+        occurrence=row["occurrence"],
+        booking_key=row["booking_key"],
+        kind=DeviceActionKind(row["kind"]),
+        due_at=row["due_at"],
+        not_after=row["not_after"],
+        payload=row["payload"],
+        fingerprint=row["fingerprint"],
+        skip_reason=row["skip_reason"],
+    )
+    return DeviceActionRecord(
+        room_id=row["room_id"],
+        action=action,
+        state=DeviceActionState(row["state"]),
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        sent_fingerprint=row["sent_fingerprint"],
+        outcome=row["outcome"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _device_action_values(action: DeviceAction) -> dict[str, object]:
+    """The planned columns of a device_actions row."""
+    return {
+        "action_id": action.action_id,
+        "pod_booking_id": action.pod_booking_id,
+        "occurrence": action.occurrence,
+        "booking_key": action.booking_key,
+        "kind": DeviceActionKind(action.kind).value,
+        "due_at": action.due_at,
+        "not_after": action.not_after,
+        "payload": action.payload,
+        "fingerprint": action.fingerprint,
+        "skip_reason": action.skip_reason,
+    }
+
+
+def _action_order(record: DeviceActionRecord) -> tuple[datetime, int, str]:
+    """Due time, then booking before devices, then id: the order actions are sent in."""
+    return (record.ready_at, _KIND_ORDER[record.action.kind], record.action.action_id)
+
+
+def _feed_chunk_values(chunk: FeedChunk) -> dict[str, object]:
+    """The feed_chunks row of a record."""
+    return {
+        "room_id": chunk.room_id,
+        "booking_key": chunk.booking_key,
+        "fingerprint": chunk.fingerprint,
+        "privacy": chunk.privacy,
+        "buffers": chunk.buffers,
+        "sequence": chunk.sequence,
+        "rendered_at": chunk.rendered_at,
+        "content_hash": chunk.content_hash,
+        "chunk_hash": chunk.chunk_hash,
+        "first_start": chunk.first_start,
+        "last_end": chunk.last_end,
+        "recurring": chunk.recurring,
+        "tzids": " ".join(chunk.tzids),
+        "first_year": chunk.first_year,
+        "last_year": chunk.last_year,
+        "chunk": chunk.chunk,
+    }
