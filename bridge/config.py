@@ -29,6 +29,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from bridge.devices.assumptions import (
+    DEFAULT_ASSUMPTIONS,
+    AssumptionError,
+    ZenSpaceAssumptions,
+    assumptions_from_table,
+)
 from bridge.errors import ConfigError
 from bridge.model import BufferMode, Buffers, Privacy, Room
 
@@ -188,6 +194,7 @@ class ZenSpaceConfig(ProviderConfig):
 
     kind: ClassVar[str] = "zenspace"
     api_key: Secret
+    assumptions: ZenSpaceAssumptions = DEFAULT_ASSUMPTIONS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -250,6 +257,9 @@ class RoomConfig:
     devices: str | None = None
     device_space: str | None = None
     device_lead: timedelta = timedelta(minutes=10)
+    device_code_to_organizer: bool = False
+    series_decline_percent: int = 50
+    default_customer: str | None = None
 
     def to_room(self, provider_timezone: str | None = None) -> Room:
         """The model's :class:`Room`; ``provider_timezone`` fills a zone the file left out."""
@@ -273,6 +283,9 @@ class RoomConfig:
             devices=self.devices,
             device_space=self.device_space,
             device_lead=self.device_lead,
+            device_code_to_organizer=self.device_code_to_organizer,
+            series_decline_percent=self.series_decline_percent,
+            default_customer=self.default_customer,
         )
 
 
@@ -648,7 +661,14 @@ class _ConfigReader:
             devices=devices,
             device_space=device_space,
             device_lead=table.duration("device_lead", timedelta(minutes=10)),
+            device_code_to_organizer=self.device_code_to_organizer(table),
+            series_decline_percent=self.series_decline_percent(table),
+            default_customer=table.optional_string("default_customer"),
         )
+        if room.device_code_to_organizer and room.feed_privacy is not Privacy.FULL:
+            raise table.error("device_code_to_organizer", 'needs feed_privacy = "full"')
+        if room.device_code_to_organizer and room.devices is None:
+            raise table.error("device_code_to_organizer", "set but the room has no devices")
         table.finish()
         return room
 
@@ -673,6 +693,17 @@ class _ConfigReader:
         if table.absent(name):
             return None
         return self.reference(table, name, targets, section)
+
+    def series_decline_percent(self, table: _Table) -> int:
+        """Above this share (%) of conflicting occurrences a recurring request is declined."""
+        percent = table.integer("series_decline_percent", 50, 0)
+        if percent > 100:
+            raise table.error("series_decline_percent", "must be between 0 and 100")
+        return percent
+
+    def device_code_to_organizer(self, table: _Table) -> bool:
+        """Whether the pod's door code goes into the organizer's event (off by default)."""
+        return table.raw("device_code_to_organizer", bool, required=False) or False
 
     def devices(self, table: _Table, providers: Mapping[str, ProviderConfig]) -> str | None:
         """The room's devices provider, which must be of kind zenspace."""
@@ -764,7 +795,17 @@ def _zenspace(table: _Table, name: str) -> ZenSpaceConfig:
         base_url=table.http_url("base_url"),
         api_key=table.secret("api_key"),
         webhook_secret=table.optional_secret("webhook_secret"),
+        assumptions=_zenspace_assumptions(table),
     )
+
+
+def _zenspace_assumptions(table: _Table) -> ZenSpaceAssumptions:
+    """The optional ``[providers.NAME.assumptions]`` table (bridge/devices/assumptions.py)."""
+    assumptions = table.subtable("assumptions")
+    try:
+        return assumptions_from_table(assumptions.data)
+    except AssumptionError as exc:
+        raise assumptions.error(exc.key, exc.reason) from None
 
 
 def _caldav(table: _Table, name: str) -> CalDavConfig:

@@ -237,3 +237,6 @@ class Room:
     devices: str | None = None
     device_space: str | None = None
     device_lead: timedelta = timedelta(minutes=10)
+    device_code_to_organizer: bool = False
+    series_decline_percent: int = 50
+    default_customer: str | None = None

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from bridge.commands.options import add_config_option, add_json_option, configuration, print_json
+from bridge.devices.status import next_device_action
 from bridge.runtime import Runtime
 
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
                         }
                         for e in errors
                     ],
-                    "next_device_action": None,
+                    "next_device_action": next_device_action(store, room.id),
                 }
             )
     healthy = all(r["ok"] is not False and not r["pending_errors"] for r in rooms)
@@ -57,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
             outcome = {True: "ok", False: "FAILED", None: "never synced"}[r["ok"]]
             when = r["last_sync"] or "-"
             print(f"{r['id']}: {outcome} (last sync {when})")
+            if r["next_device_action"]:
+                upcoming = r["next_device_action"]
+                print(f"  next device action: {upcoming['action']} at {upcoming['due']}")
             for error in r["run_errors"]:
                 print(f"  error: {error}")
             for pending in r["pending_errors"]:

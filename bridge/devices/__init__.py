@@ -1,0 +1,1 @@
+"""Room devices armed ahead of meetings: the pure arming plan, its executor, the assumptions."""
