@@ -330,7 +330,8 @@ def _read_portal(data: Mapping[str, object], zone: ZoneInfo) -> _Record:
         resource=str(resource),
         start=start,
         end=end,
-        status=BookingStatus.CONFIRMED,
+        # Not in the seed, but live portals send it for bookings awaiting approval.
+        status=BookingStatus.TENTATIVE if fields.flag("tentative") else BookingStatus.CONFIRMED,
         title=booker or room or fields.text("title") or DEFAULT_TITLE,
         description=fields.text("notes") or "",
         organizer=_person(booker, fields.text("coworkerEmail")),

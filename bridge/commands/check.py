@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 from typing import Any
 
 from bridge.commands.options import add_config_option, add_json_option, configuration, print_json
+from bridge.config import RoomConfig
 from bridge.errors import BridgeError
+from bridge.model import Window
 from bridge.runtime import Runtime
 
 
@@ -31,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
                 _attempt(
                     f"room {room.id}: provider {room.provider}",
                     f"resource {room.resource}",
-                    lambda room=room: runtime.room(room, ask_provider=True),
+                    lambda room=room: _reach_provider(runtime, room),
                 )
             )
             calendar = runtime.calendar(room)
@@ -50,6 +53,15 @@ def run(args: argparse.Namespace) -> int:
             detail = f" — {item['error']}" if item.get("error") else ""
             print(f"{mark:>6}  {item['what']} ({item['target']}){detail}")
     return 0 if ok else 1
+
+
+def _reach_provider(runtime: Runtime, room: RoomConfig) -> None:
+    """Resolve the room (its zone too) and read one day of its bookings, writing nothing."""
+    model_room = runtime.room(room, ask_provider=True)
+    now = runtime.clock()
+    runtime.source(room.provider).read(
+        model_room, None, Window(now, now + timedelta(days=1)), full=True, now=now
+    )
 
 
 def _attempt(what: str, target: str | None, action: Any) -> dict[str, Any]:

@@ -15,9 +15,6 @@ inside the range), then items are kept when they overlap the window.
 
 A booking that cannot be mapped fails the room's read with an error naming it, rather than
 being left out: leaving it out of a full read would delete it from the calendar.
-
-Item fields the mapping does not read yet: ``tentative`` (seen on live portals) is applied
-here, so a pending booking shows as ``STATUS:TENTATIVE``.
 """
 
 from __future__ import annotations
@@ -91,10 +88,7 @@ class NexudusPortalSource:
 
     def _booking(self, item: JsonObject, zone: str) -> Booking:
         """One ``fullCalendarBookings`` item as a booking."""
-        booking = nexudus_mapping.record_to_booking(item, provider=self.name, timezone=zone)
-        if item.get("tentative") is True:
-            return booking.evolve(status=BookingStatus.TENTATIVE)
-        return booking
+        return nexudus_mapping.record_to_booking(item, provider=self.name, timezone=zone)
 
     def _event(self, item: JsonObject, zone: str) -> Booking | None:
         """One room-occupying community event as a booking; None when it has no duration."""

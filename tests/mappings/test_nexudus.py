@@ -751,3 +751,18 @@ JSON_VALUES = st.recursive(
 def test_any_json_either_maps_or_raises_a_mapping_error(data: object):
     with contextlib.suppress(MappingError):
         from_json(data, timezone="Europe/London")
+
+
+def test_regression_portal_item_awaiting_approval_is_tentative() -> None:
+    item = {
+        "id": 1040617591,
+        "resourceId": 287977693,
+        "start": "2026-05-04T09:00Z",
+        "end": "2026-05-04T10:00Z",
+        "ignoreTimezone": True,
+        "tentative": True,
+    }
+    [booking] = from_json(item, timezone="Europe/London")
+    assert booking.status is BookingStatus.TENTATIVE
+    [confirmed] = from_json({**item, "tentative": False}, timezone="Europe/London")
+    assert confirmed.status is BookingStatus.CONFIRMED
