@@ -49,6 +49,9 @@ from mappings.expansion import join_rule, rule_instants, rule_parts
 
 PRODID = "-//roombridge//calendar sync bridge//EN"
 
+#: The encoding of every text value written (iCalendar is UTF-8).
+DEFAULT_ENCODING = "utf-8"
+
 #: DTSTAMP when neither the caller nor the booking supplies a time: output must not read clocks.
 FIXED_DTSTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -577,15 +580,38 @@ def _add_content(
         event.add("SUMMARY", BUSY_SUMMARY)
         return
     if title:
-        event.add("SUMMARY", _clean_text(title))
+        event.add("SUMMARY", _text_value(title))
     if privacy is not Privacy.FULL:
         return
     if description:
-        event.add("DESCRIPTION", _clean_text(description))
+        event.add("DESCRIPTION", _text_value(description))
     if booking.organizer is not None:
         event.add("ORGANIZER", _address(booking.organizer))
     for attendee in booking.attendees:
         event.add("ATTENDEE", _address(attendee))
+
+
+class _ExactText(vText):
+    r"""TEXT escaped exactly per RFC 5545 §3.3.11.
+
+    icalendar's own escaping first turns a literal ``\N`` into a line break, so a title
+    holding a backslash before an ``N`` would not come back as written.
+    """
+
+    def to_ical(self) -> bytes:
+        escaped = (
+            str(self)
+            .replace("\\", "\\\\")
+            .replace(";", "\\;")
+            .replace(",", "\\,")
+            .replace("\n", "\\n")
+        )
+        return escaped.encode(DEFAULT_ENCODING)
+
+
+def _text_value(text: str) -> _ExactText:
+    """A TEXT value of cleaned, exactly escaped text."""
+    return _ExactText(_clean_text(text))
 
 
 def _clean_text(text: str) -> str:
@@ -678,7 +704,7 @@ def _add_round_trip(event: Event, role: Role, rendering: _Rendering) -> None:
 
 def _add_text(event: Event, name: str, value: str) -> None:
     """An X- property holding escaped TEXT (icalendar writes unknown properties raw)."""
-    event.add(name, vText(_clean_text(value)), parameters={"VALUE": "TEXT"})
+    event.add(name, _text_value(value), parameters={"VALUE": "TEXT"})
 
 
 def _years_spanned(booking: Booking) -> tuple[int, int]:
@@ -723,7 +749,7 @@ def _calendar_bytes(zones: Sequence[bytes], events: Sequence[Event], *, name: st
     calendar.add("VERSION", "2.0")
     calendar.add("CALSCALE", "GREGORIAN")
     if name is not None:
-        calendar.add("X-WR-CALNAME", vText(_clean_text(name)))
+        calendar.add("X-WR-CALNAME", _text_value(name))
     header = _component_text(calendar)
     end = "END:VCALENDAR\r\n"
     events_text = "".join(_component_text(event) for event in events)
@@ -1423,5 +1449,8 @@ def _normal_params(params: Any) -> str:
 
 def _ical_text(value: Any) -> str:
     """A property value in iCalendar form."""
+    if isinstance(value, vText):
+        # Built and parsed text must read alike: both go through the exact escaping.
+        return _ExactText(str(value)).to_ical().decode()
     encoded = value.to_ical() if hasattr(value, "to_ical") else str(value)
     return encoded.decode() if isinstance(encoded, bytes) else str(encoded)

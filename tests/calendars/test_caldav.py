@@ -303,9 +303,13 @@ def test_request_counter_counts_every_http_request(caldav_backend: CalDAVCalenda
     assert caldav_backend.request_count - start == 4 + changes.requests
 
 
-_summary_text = st.text(
-    st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=120
-).filter(str.strip)
+_summary_text = (
+    st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=120)
+    .filter(str.strip)
+    # The test writes with icalendar, whose escaping turns a literal "\N" into a line break
+    # (the bridge's own writer does not: see test_ical's regression test).
+    .filter(lambda text: "\\N" not in text)
+)
 
 
 @settings(

@@ -1010,3 +1010,12 @@ def test_precomputed_hash_equals_the_hash_of_the_written_text(
 ) -> None:
     for obj in booking_to_objects(booking, buffers=mode, privacy=privacy):
         assert obj.content_hash == content_hash(obj.ics)
+
+
+def test_regression_literal_backslash_n_in_text_is_not_turned_into_a_line_break() -> None:
+    """icalendar's own escaping reads a literal ``\\N`` as a line break; ours must not."""
+    booking = simple_booking(title="C:\\New folder\\N", description="a\\nb\\Nc, d; e")
+    [obj] = booking_to_objects(booking, buffers=BufferMode.HIDDEN)
+    [back] = calendar_to_bookings(obj.ics)
+    assert (back.title, back.description) == (booking.title, booking.description)
+    assert obj.content_hash == content_hash(obj.ics)
