@@ -804,6 +804,11 @@ class ProsperoEmulator:
         with self._lock:
             booking = self.data.bookings.pop(booking_id)
             self.data.events.pop(booking.event_id or "", None)
+            # Its queued change requests go with it: nothing is left to change.
+            for request_id in [
+                r.id for r in self.data.change_requests.values() if r.booking_id == booking_id
+            ]:
+                del self.data.change_requests[request_id]
 
     # ----- test controls: reading the truth ------------------------------------------------
 
