@@ -30,6 +30,7 @@ from bridge.sources.base import BookingSource
 from bridge.sources.nexudus import NexudusSource
 from bridge.sources.nexudus_portal import build_nexudus_portal_source
 from bridge.sources.officernd import build_officernd_source
+from bridge.sources.writers import build_writer
 from bridge.state.store import StateStore
 from bridge.sync.engine import PassOptions, RoomResult, RoomSync
 
@@ -173,6 +174,7 @@ class Runtime:
             self.calendar(room),
             self.store,
             clock=self.clock,
+            writer=build_writer(self.source(room.provider), customer=room.default_customer),
         )
         result = engine.run(options)
         if not options.dry_run:

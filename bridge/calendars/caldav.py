@@ -27,13 +27,15 @@ import hashlib
 import importlib
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
 import httpx
+import icalendar
 
 from bridge.calendars.base import (
     AlreadyExists,
@@ -495,6 +497,25 @@ class CalDAVCalendar:
             return
         raise self._failure("delete", url, response)
 
+    def decline(
+        self,
+        href: str,
+        etag: str | None,
+        *,
+        comment: str,
+        occurrences: Sequence[datetime] = (),
+    ) -> RemoteObject:
+        """Decline an event as the room (or only some occurrences), if it is still at ``etag``.
+
+        The room attendee's PARTSTAT becomes DECLINED; a plain collection's event with no room
+        attendee becomes STATUS:CANCELLED. ``comment`` (the reason) travels as a COMMENT.
+        """
+        current = self.get(href)
+        if etag is not None and current.etag is not None and current.etag != etag:
+            raise PreconditionFailed("decline", href, 412, "the event changed since it was read")
+        declined = declined_ics(current.ics, comment, occurrences)
+        return self.update(current.href, declined, current.etag)
+
     # -- sync internals -------------------------------------------------------------------
 
     def _sync_pages(self, token: str) -> SyncPage:
@@ -717,3 +738,78 @@ class CalDAVCalendar:
         if self._password:
             text = text.replace(self._password, "***")
         return text
+
+
+#: Attendee types that stand for a room (the one the bridge answers for).
+ROOM_CUTYPES = frozenset({"ROOM", "RESOURCE"})
+
+
+def room_attendees(event: icalendar.cal.Component) -> list[icalendar.vCalAddress]:
+    """The event's attendees that are rooms or resources."""
+    values = event.get("ATTENDEE", [])
+    listed = values if isinstance(values, list) else [values]
+    return [a for a in listed if str(a.params.get("CUTYPE", "")).upper() in ROOM_CUTYPES]
+
+
+def set_room_answer(event: icalendar.cal.Component, partstat: str) -> bool:
+    """Answer for the room attendees; whether the event has any."""
+    rooms = room_attendees(event)
+    for attendee in rooms:
+        attendee.params["PARTSTAT"] = partstat
+        attendee.params.pop("RSVP", None)
+    return bool(rooms)
+
+
+def _set_comment(event: icalendar.cal.Component, comment: str) -> None:
+    """Replace the event's COMMENT with ``comment``."""
+    event.pop("COMMENT", None)
+    event.add("COMMENT", comment)
+
+
+def _decline_event(event: icalendar.cal.Component, comment: str) -> None:
+    """Decline one VEVENT as the room (or cancel it when no room is invited)."""
+    if not set_room_answer(event, "DECLINED"):
+        event.pop("STATUS", None)
+        event.add("STATUS", "CANCELLED")
+    _set_comment(event, comment)
+
+
+def _declined_instance(
+    master: icalendar.cal.Component, start: datetime, comment: str
+) -> icalendar.cal.Component:
+    """An override cancelling one occurrence of ``master`` for the room."""
+    instance = icalendar.Event.from_ical(master.to_ical())
+    for name in ("RRULE", "RDATE", "EXDATE", "DTSTART", "DTEND", "DURATION", "RECURRENCE-ID"):
+        instance.pop(name, None)
+    first = master.decoded("DTSTART")
+    zone = first.tzinfo if isinstance(first, datetime) else None
+    local = start.astimezone(zone) if zone is not None else start
+    length = master.decoded("DTEND") - first if "DTEND" in master else master.decoded("DURATION")
+    instance.add("RECURRENCE-ID", local)
+    instance.add("DTSTART", local)
+    instance.add("DTEND", local + length)
+    set_room_answer(instance, "DECLINED")
+    instance.add("STATUS", "CANCELLED")
+    _set_comment(instance, comment)
+    return instance
+
+
+def declined_ics(ics: bytes, comment: str, occurrences: Sequence[datetime] = ()) -> bytes:
+    """The event's text declined by the room: wholly, or only at the given occurrences."""
+    calendar = icalendar.Calendar.from_ical(ics)
+    events = [c for c in calendar.subcomponents if c.name == "VEVENT"]
+    if not occurrences:
+        for event in events:
+            _decline_event(event, comment)
+        return bytes(calendar.to_ical())
+    master = next((e for e in events if "RECURRENCE-ID" not in e), None)
+    if master is None:
+        raise ValueError("declining occurrences needs the series' master event")
+    taken = {e.decoded("RECURRENCE-ID") for e in events if "RECURRENCE-ID" in e}
+    for start in occurrences:
+        existing = next((e for e in events if e.decoded("RECURRENCE-ID", None) == start), None)
+        if existing is not None:
+            _decline_event(existing, comment)
+        elif start not in taken:
+            calendar.add_component(_declined_instance(master, start, comment))
+    return bytes(calendar.to_ical())

@@ -27,12 +27,15 @@ from bridge.calendars.base import (
     PreconditionFailed,
     RemoteObject,
 )
+from bridge.devices.disclosure import description_with_codes
 from bridge.errors import BridgeError
 from bridge.model import Booking, BufferMode, Privacy, Room, Window
 from bridge.sources.base import BookingSource
+from bridge.sources.writers import BookingWriter
 from bridge.state.store import CalendarObject as StoredObject
 from bridge.state.store import Link as StoredLink
 from bridge.state.store import LinkOrigin, ObjectOrigin, StateStore
+from bridge.sync.intake import IntakeOutcome, RequestIntake, calendar_linked_keys
 from bridge.sync.planner import (
     Action,
     Create,
@@ -133,12 +136,19 @@ class RoomSync:
         store: StateStore,
         *,
         clock: Callable[[], datetime],
+        writer: BookingWriter | None = None,
     ) -> None:
         self.room = room
         self.source = source
         self.calendar = calendar
         self.store = store
         self.clock = clock
+        self.writer = writer
+
+    @property
+    def takes_requests(self) -> bool:
+        """Whether events made in the room calendar become provider bookings."""
+        return self.writer is not None and self.room.direction in ("both", "from-calendar")
 
     # ----- the pass ------------------------------------------------------------------------
 
@@ -152,6 +162,13 @@ class RoomSync:
             if self.calendar is None:
                 return self._finish(run_id, result, requests_before)
             seen = self._read_calendar(options, result, settle=False)
+            intake_wrote = False
+            if self.takes_requests and not options.dry_run:
+                intake_wrote = self._intake(options, result)
+            if self.room.direction == "from-calendar":
+                if intake_wrote:
+                    self._read_calendar(options, result, settle=True)
+                return self._finish(run_id, result, requests_before)
             plan = self._plan(bookings, seen, options)
             result.errors.extend(plan.notes)
             if plan.notes:
@@ -160,12 +177,26 @@ class RoomSync:
                 result.planned = [_describe(action) for action in plan.actions]
             else:
                 wrote = self._execute(plan.actions, result)
-                if wrote:
+                if wrote or intake_wrote:
                     self._read_calendar(options, result, settle=True)
         except BridgeError as exc:
             result.ok = False
             result.errors.append(str(exc))
         return self._finish(run_id, result, requests_before)
+
+    def _intake(self, options: PassOptions, result: RoomResult) -> bool:
+        """Turn the calendar's booking requests into provider bookings or declines."""
+        assert self.calendar is not None and self.writer is not None
+        intake = RequestIntake(self.room, self.calendar, self.writer, self.store, clock=self.clock)
+        outcome: IntakeOutcome = intake.run(options.window)
+        result.created += outcome.created
+        result.updated += outcome.updated
+        result.deleted += outcome.deleted
+        result.declined += outcome.declined
+        if outcome.errors:
+            result.ok = False
+            result.errors.extend(outcome.errors)
+        return outcome.wrote
 
     def _calendar_request_count(self) -> int | None:
         """The calendar backend's running HTTP request count, when it keeps one."""
@@ -282,17 +313,35 @@ class RoomSync:
         links = [
             Link(link.uid, link.booking_key, link.href, link.etag, link.content_hash or "")
             for link in self.store.room_links(self.room.id)
+            if link.origin is LinkOrigin.PROVIDER
         ]
+        # A booking made from a calendar event already has its calendar object: that event.
+        requested = calendar_linked_keys(self.store, self.room.id)
+        bookings = [booking for booking in bookings if booking.key not in requested]
+        if self.room.device_code_to_organizer:
+            bookings = [self._with_door_codes(booking) for booking in bookings]
         desired = desired_objects(bookings, options.window, self.room.buffers)
         return plan_room_sync(
             desired, seen, links, max_deletions=options.max_deletions, force=options.force
         )
+
+    def _with_door_codes(self, booking: Booking) -> Booking:
+        """The booking with its pods' door codes in the description (opt-in, full privacy)."""
+        codes = self.store.unlock_codes(self.room.id, booking.key)
+        description = description_with_codes(
+            booking, codes, self.room.feed_privacy, share=self.room.device_code_to_organizer
+        )
+        if description == booking.description:
+            return booking
+        return booking.evolve(description=description)
 
     # ----- executing -----------------------------------------------------------------------
 
     def _execute(self, actions: Iterable[Action], result: RoomResult) -> bool:
         """Apply each action, isolating failures; whether anything was written."""
         links = {link.uid: link for link in self.store.room_links(self.room.id)}
+        # Only items that failed before have an error to clear: one commit fewer per write.
+        failed_before = {error.item for error in self.store.errors(self.room.id)}
         wrote = False
         for action in actions:
             item = _item_of(action)
@@ -305,7 +354,8 @@ class RoomSync:
                     self.room.id, item, type(action).__name__.lower(), str(exc), self.clock()
                 )
             else:
-                self.store.clear_error(self.room.id, item)
+                if item in failed_before:
+                    self.store.clear_error(self.room.id, item)
         return wrote
 
     def _apply(self, action: Action, links: dict[str, StoredLink], result: RoomResult) -> bool:

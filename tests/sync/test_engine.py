@@ -171,3 +171,25 @@ def test_cancelled_and_out_of_window_bookings_are_not_on_the_calendar(store):
     result = sync(source, calendar, store)
     assert result.created == 1
     assert list(calendar.objects) == ["/cal/roombridge-hq-a.ics"]
+
+
+def test_door_code_reaches_the_organizers_event_only_when_enabled_and_full(store):
+    import dataclasses
+
+    from bridge.model import Privacy
+
+    source = FakeSource({"a": booking("a", 1)})
+    start = source.bookings["a"].start
+    code = store.unlock_code("callisto", "pod-1", "a", start, NOW, digits=6)
+    shared = dataclasses.replace(
+        ROOM, feed_privacy=Privacy.FULL, devices="pods", device_code_to_organizer=True
+    )
+    calendar = FakeCalendar()
+    RoomSync(shared, source, calendar, store, clock=lambda: NOW).run(
+        PassOptions(window=WINDOW, max_deletions=50)
+    )
+    assert code.encode() in calendar.objects["/cal/roombridge-hq-a.ics"].ics
+    # Off by default: the same store and code, a room that does not opt in.
+    other = FakeCalendar()
+    sync(source, other, store)
+    assert code.encode() not in other.objects["/cal/roombridge-hq-a.ics"].ics
