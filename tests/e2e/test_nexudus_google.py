@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from bridge.emulators.google import FaultKind, FaultPlan
+from tests.e2e.crash import KillTimer
 from tests.e2e.google_world import ADMIN, GoogleWorld
 from tests.e2e.test_resilience import mutate, seed_series
 
@@ -305,6 +306,7 @@ def test_sigkill_at_random_points_heals_without_duplicates(tmp_path: Path):
         seed_series(world)
         mutate(world, rng, 120)
         killed_mid_run = 0
+        timer = KillTimer(rng)
         reasons: Counter[str] = Counter()
         for run in range(KILL_RUNS):
             if run:
@@ -315,12 +317,12 @@ def test_sigkill_at_random_points_heals_without_duplicates(tmp_path: Path):
                 # Right after Google stored a new event: most likely before the bridge
                 # recorded it, which is what the deterministic ids and 409 must heal.
                 wait_for_insert(world, process, before)
-            else:
-                time.sleep(rng.uniform(0.3, 2.0))
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
+                if process.poll() is None:
+                    process.send_signal(signal.SIGKILL)
+                    killed_mid_run += 1
+                process.communicate(timeout=60)
+            elif timer.kill_during(process):
                 killed_mid_run += 1
-            process.communicate(timeout=60)
             if run % 2:
                 planned = world.sync("--dry-run").room["planned"]
                 reasons.update(action["reason"] for action in planned)

@@ -10,8 +10,6 @@ import io
 import json
 import os
 import random
-import signal
-import time
 from collections.abc import Iterator
 from contextlib import redirect_stdout
 from datetime import timedelta
@@ -25,6 +23,7 @@ from bridge.cli import main
 from bridge.emulators.graph import FaultKind, FaultPlan
 from bridge.emulators.identity import IdentityEmulator, TlsAddress, TlsFiles
 from bridge.emulators.server import RunningServer, SwappableApp
+from tests.e2e.crash import KillTimer
 from tests.e2e.office365_world import Office365World, event_uid
 from tests.plugins.graph import GRAPH_SECRET, ROOM
 
@@ -382,18 +381,15 @@ def test_sigkill_at_random_points_heals_without_duplicates(make_world: object):
         )
     )
     killed_mid_run = killed_after_writing = 0
+    timer = KillTimer(rng, first_guess=3.0)
     for run in range(KILL_RUNS):
         if run:
             mutate(world, rng, rng.randint(3, 12))
         writes_before = writes(world)
         process = world.sync_process(*(["--full"] if run % 5 == 4 else []))
-        # Starting Python and importing take ~2 s here; the writes come after.
-        time.sleep(rng.uniform(1.8, 3.8))
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
+        if timer.kill_during(process):
             killed_mid_run += 1
             killed_after_writing += writes(world) > writes_before
-        process.communicate(timeout=60)
         world.assert_no_duplicates()
     world.graph.clear_faults()
     outcome = world.sync()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-import signal
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,6 +11,7 @@ import pytest
 
 from bridge.emulators.nexudus import FaultKind, FaultPlan
 from bridge.emulators.nexudus_portal import FAULT_PREFIX
+from tests.e2e.crash import KillTimer
 from tests.e2e.nexudus_portal_world import MEMBER, PASSWORD, PortalCalDavWorld
 from tests.plugins.caldav_servers import CalDAVServer
 
@@ -223,15 +222,13 @@ def test_sigkill_at_random_points_heals_without_duplicates(
     with PortalCalDavWorld(caldav_server, tmp_path).running() as world:
         mutate(world, rng, 150)
         killed_mid_run = 0
+        timer = KillTimer(rng)
         for run in range(KILL_RUNS):
             if run:
                 mutate(world, rng, rng.randint(5, 25))
             process = world.sync_process(*(["--full"] if run % 5 == 4 else []))
-            time.sleep(rng.uniform(0.3, 2.5))
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
+            if timer.kill_during(process):
                 killed_mid_run += 1
-            process.communicate(timeout=60)
             outcome = world.sync()
             assert outcome.code == 0, (run, outcome.document)
             world.assert_converged()

@@ -9,8 +9,6 @@ and moved instances, buffers in each mode, status changes, cancellations and del
 from __future__ import annotations
 
 import random
-import signal
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +23,7 @@ from bridge.model import Room, Window
 from bridge.providers.http import PacingPolicy
 from bridge.providers.officernd import OfficeRndClient
 from bridge.sources.officernd import FULL_READ_EVERY, OfficeRndCursor, OfficeRndSource
+from tests.e2e.crash import KillTimer
 from tests.e2e.officernd_world import (
     CLIENT_ID,
     ORG,
@@ -436,17 +435,15 @@ def test_sigkill_at_random_points_heals_without_duplicates(
     with OfficeRndCalDavWorld(caldav_server, tmp_path).running() as world:
         mutate(world, rng, 120, deletes=False)
         killed_mid_run = 0
+        timer = KillTimer(rng)
         for run in range(KILL_RUNS):
             # Hard deletions are only visible to full reads, so they come before full passes.
             full_check = run % 4 == 3
             if run:
                 mutate(world, rng, rng.randint(5, 20), deletes=full_check)
             process = world.sync_process(*(["--full"] if run % 5 == 4 else []))
-            time.sleep(rng.uniform(0.3, 2.5))
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
+            if timer.kill_during(process):
                 killed_mid_run += 1
-            process.communicate(timeout=60)
             outcome = world.sync(*(["--full"] if full_check else []))
             assert outcome.code == 0, (run, outcome.document)
             world.assert_converged()

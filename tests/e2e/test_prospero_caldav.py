@@ -10,8 +10,6 @@ provider faults, and SIGKILLed ``roombridge sync`` processes that the next pass 
 from __future__ import annotations
 
 import random
-import signal
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 
 from bridge.emulators.nexudus import FaultKind, FaultPlan
 from mappings.prospero import BookingState, EventProcedure
+from tests.e2e.crash import KillTimer
 from tests.e2e.prospero_world import PASSWORD, ProsperoCalDavWorld
 from tests.plugins.caldav_servers import CalDAVServer
 
@@ -303,15 +302,13 @@ def test_sigkill_at_random_points_heals_without_duplicates(
     with ProsperoCalDavWorld(caldav_server, tmp_path).running() as world:
         mutate(world, rng, 120)
         killed_mid_run = 0
+        timer = KillTimer(rng)
         for run in range(KILL_RUNS):
             if run:
                 mutate(world, rng, rng.randint(5, 20))
             process = world.sync_process(*(["--full"] if run % 5 == 4 else []))
-            time.sleep(rng.uniform(0.3, 2.5))
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
+            if timer.kill_during(process):
                 killed_mid_run += 1
-            process.communicate(timeout=60)
             outcome = world.sync()
             assert outcome.code == 0, (run, outcome.document)
             world.assert_converged()

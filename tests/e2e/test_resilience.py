@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import random
-import signal
 import subprocess
-import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from bridge.emulators.nexudus import FaultKind, FaultPlan
+from tests.e2e.crash import KillTimer
 from tests.e2e.world import World
 from tests.plugins.caldav_servers import CalDAVServer
 
@@ -65,15 +64,13 @@ def test_sigkill_at_random_points_heals_without_duplicates(
         seed_series(world)
         mutate(world, rng, 150)
         killed_mid_run = 0
+        timer = KillTimer(rng)
         for run in range(KILL_RUNS):
             if run:
                 mutate(world, rng, rng.randint(5, 25))
             process = world.sync_process(*(["--full"] if run % 5 == 4 else []))
-            time.sleep(rng.uniform(0.3, 2.5))
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
+            if timer.kill_during(process):
                 killed_mid_run += 1
-            process.communicate(timeout=60)
             outcome = world.sync()
             assert outcome.code == 0, (run, outcome.document)
             world.assert_converged()
