@@ -54,7 +54,8 @@ from bridge.calendars.caldav import CalDAVCalendar, resolve_file_namer
 from bridge.cli import build_parser
 from bridge.cli import main as roombridge
 from bridge.config import load_config
-from bridge.emulators.nexudus import NexudusEmulator, RecordedRequest
+from bridge.emulators.faults import RecordedRequest
+from bridge.emulators.nexudus import NexudusEmulator
 from bridge.model import Window
 from bridge.providers.http import PacingPolicy
 from bridge.providers.nexudus import NexudusClient
@@ -258,9 +259,7 @@ def server_seconds_in(requests: Sequence[ServerRequest], collection: str) -> flo
 # ----- the provider --------------------------------------------------------------------------
 
 
-def seed_bookings(
-    emulator: NexudusEmulator, resource: int, count: int, now: datetime
-) -> list[int]:
+def seed_bookings(emulator: NexudusEmulator, resource: int, count: int, now: datetime) -> list[int]:
     """``count`` one-hour bookings spread over the coming months, made over past weeks."""
     step = max(timedelta(minutes=1), BOOKED_SPAN // count)
     first_start = now.replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
@@ -369,7 +368,7 @@ class Setting:
         path.write_text(
             f"""
 [state]
-url = "sqlite:///{self.workdir / (name + '-state.db')}"
+url = "sqlite:///{self.workdir / (name + "-state.db")}"
 
 [sync]
 past_days = {PAST_DAYS}
@@ -557,7 +556,7 @@ def vdirsyncer_config(workdir: Path, radicale: Radicale, collection: str) -> str
     """One pair: a filesystem collection → the CalDAV collection (password from the env)."""
     return f"""
 [general]
-status_path = "{workdir / 'status'}/"
+status_path = "{workdir / "status"}/"
 
 [pair bench]
 a = "bench_local"
@@ -566,7 +565,7 @@ collections = null
 
 [storage bench_local]
 type = "filesystem"
-path = "{workdir / 'local'}/"
+path = "{workdir / "local"}/"
 fileext = ".ics"
 
 [storage bench_dav]
@@ -619,7 +618,7 @@ def run_vdirsyncer(
         startup,
         server_requests_in(after_sync[mark:], collection),
         server_seconds_in(after_sync[mark:], collection),
-        server_requests_in(after_noop[len(after_sync):], collection),
+        server_requests_in(after_noop[len(after_sync) :], collection),
     )
 
 
@@ -646,9 +645,7 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator > 0 else float("inf")
 
 
-def evaluate_targets(
-    results: Mapping[str, Any], expected: ExpectedWrites
-) -> dict[str, Target]:
+def evaluate_targets(results: Mapping[str, Any], expected: ExpectedWrites) -> dict[str, Target]:
     """The issue's targets, measured."""
     measured = results["measurements"]
     initial = measured["bridge_initial"]["seconds"]
@@ -686,7 +683,8 @@ def evaluate_targets(
     )
     changes = measured["bridge_changes"]
     writes = sum(
-        count for method, count in changes["server_requests"].items()
+        count
+        for method, count in changes["server_requests"].items()
         if method in CALDAV_WRITE_METHODS
     )
     targets["changes_writes"] = Target(
@@ -705,7 +703,6 @@ def evaluate_targets(
     return targets
 
 
-
 def derived_figures(measured: Mapping[str, Any]) -> dict[str, float | None]:
     """Ratios that explain the targets (not targets themselves).
 
@@ -719,12 +716,12 @@ def derived_figures(measured: Mapping[str, Any]) -> dict[str, float | None]:
         "initial_outside_server_vs_raw_put": round(
             ratio(initial["outside_server_seconds"], raw["outside_server_seconds"]), 3
         ),
-        "vdirsyncer_outside_server_vs_raw_put": None if vdir is None else round(
-            ratio(vdir["outside_server_seconds"], raw["outside_server_seconds"]), 3
-        ),
-        "best_possible_speedup_over_vdirsyncer": None if vdir is None else round(
-            ratio(vdir["seconds"], raw["seconds"]), 3
-        ),
+        "vdirsyncer_outside_server_vs_raw_put": None
+        if vdir is None
+        else round(ratio(vdir["outside_server_seconds"], raw["outside_server_seconds"]), 3),
+        "best_possible_speedup_over_vdirsyncer": None
+        if vdir is None
+        else round(ratio(vdir["seconds"], raw["seconds"]), 3),
     }
 
 
@@ -820,9 +817,7 @@ def run_benchmark(
     }
     measured: dict[str, Any] = results["measurements"]
     with running_radicale(workdir / "radicale") as radicale, emulator.serve() as served:
-        setting = Setting(
-            workdir, radicale, emulator, resource, served.base_url, provider_password
-        )
+        setting = Setting(workdir, radicale, emulator, resource, served.base_url, provider_password)
         with environment(setting.secrets_environment()):
             objects: list[RenderedObject] = []
             raw_rounds: list[dict[str, Any]] = []
@@ -954,10 +949,13 @@ def format_table(results: Mapping[str, Any]) -> str:
         "",
         *_aligned(measurement_rows(results)),
         "",
-        *_aligned([("target", "measured", "wanted", "met")] + [
-            (key, _number(t["value"]), t["target"], _verdict(t["met"]))
-            for key, t in results["targets"].items()
-        ]),
+        *_aligned(
+            [("target", "measured", "wanted", "met")]
+            + [
+                (key, _number(t["value"]), t["target"], _verdict(t["met"]))
+                for key, t in results["targets"].items()
+            ]
+        ),
     ]
     lines.append("")
     lines.extend(f"{key}: {_number(value)}" for key, value in results["derived"].items())
@@ -973,18 +971,43 @@ def measurement_rows(results: Mapping[str, Any]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = [
         ("measurement", "seconds", "ratio", "in Radicale", "outside", "CalDAV requests", "provider")
     ]
-    rows.append(("(a) raw PUT loop", _seconds(raw["seconds"]), "1.00x raw",
-                 _seconds(raw["server_seconds"]), _seconds(raw["outside_server_seconds"]),
-                 _methods(raw["server_requests"]), "-"))
+    rows.append(
+        (
+            "(a) raw PUT loop",
+            _seconds(raw["seconds"]),
+            "1.00x raw",
+            _seconds(raw["server_seconds"]),
+            _seconds(raw["outside_server_seconds"]),
+            _methods(raw["server_requests"]),
+            "-",
+        )
+    )
     if vdir is not None:
-        rows.append(("(b) vdirsyncer sync", _seconds(vdir["seconds"]),
-                     _ratio(vdir["seconds"], raw["seconds"], "raw"),
-                     _seconds(vdir["server_seconds"]), _seconds(vdir["outside_server_seconds"]),
-                     _methods(vdir["server_requests"]), "-"))
-        rows.append(("    vdirsyncer no-op sync", _seconds(vdir["noop_seconds"]), "", "", "",
-                     _methods(vdir["noop_server_requests"]), "-"))
-        rows.append(("    vdirsyncer --version", _seconds(vdir["startup_seconds"]),
-                     "", "", "", "", ""))
+        rows.append(
+            (
+                "(b) vdirsyncer sync",
+                _seconds(vdir["seconds"]),
+                _ratio(vdir["seconds"], raw["seconds"], "raw"),
+                _seconds(vdir["server_seconds"]),
+                _seconds(vdir["outside_server_seconds"]),
+                _methods(vdir["server_requests"]),
+                "-",
+            )
+        )
+        rows.append(
+            (
+                "    vdirsyncer no-op sync",
+                _seconds(vdir["noop_seconds"]),
+                "",
+                "",
+                "",
+                _methods(vdir["noop_server_requests"]),
+                "-",
+            )
+        )
+        rows.append(
+            ("    vdirsyncer --version", _seconds(vdir["startup_seconds"]), "", "", "", "", "")
+        )
     noop_baseline = vdir["noop_seconds"] if vdir is not None else None
     for label, entry, baseline, baseline_name in (
         ("bridge initial sync", measured["bridge_initial"], raw["seconds"], "raw"),
@@ -992,15 +1015,17 @@ def measurement_rows(results: Mapping[str, Any]) -> list[tuple[str, ...]]:
         (f"bridge after {results['changes']} changes", measured["bridge_changes"], None, ""),
     ):
         provider = entry["provider_requests"]
-        rows.append((
-            label,
-            _seconds(entry["seconds"]),
-            _ratio(entry["seconds"], baseline, baseline_name),
-            _seconds(entry["server_seconds"]),
-            _seconds(entry["outside_server_seconds"]),
-            _methods(entry["server_requests"]),
-            f"{provider['total'] - provider['login']} + login {provider['login']}",
-        ))
+        rows.append(
+            (
+                label,
+                _seconds(entry["seconds"]),
+                _ratio(entry["seconds"], baseline, baseline_name),
+                _seconds(entry["server_seconds"]),
+                _seconds(entry["outside_server_seconds"]),
+                _methods(entry["server_requests"]),
+                f"{provider['total'] - provider['login']} + login {provider['login']}",
+            )
+        )
     return rows
 
 
@@ -1035,8 +1060,10 @@ def _verdict(met: bool | None) -> str:
 def _aligned(rows: Sequence[tuple[str, ...]]) -> list[str]:
     """Rows as left-aligned columns."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in rows]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1045,20 +1072,39 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m bench.sync", description="Nexudus → Radicale sync benchmark."
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--bookings", type=int, default=DEFAULT_BOOKINGS, metavar="N",
-                      help=f"bookings to sync (default {DEFAULT_BOOKINGS})")
-    size.add_argument("--quick", action="store_true",
-                      help=f"a smoke run with {QUICK_BOOKINGS} bookings")
-    parser.add_argument("--changes", type=int, default=DEFAULT_CHANGES,
-                        help=f"provider changes before the last pass (default {DEFAULT_CHANGES})")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat the three initial syncs, interleaved; medians are "
-                        "reported (default 1)")
-    parser.add_argument("--output", type=Path, default=RESULTS_PATH,
-                        help="where the JSON results go (default bench/results/sync.json)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also profile an extra initial sync and no-op resync "
-                        "(.prof files next to the output)")
+    size.add_argument(
+        "--bookings",
+        type=int,
+        default=DEFAULT_BOOKINGS,
+        metavar="N",
+        help=f"bookings to sync (default {DEFAULT_BOOKINGS})",
+    )
+    size.add_argument(
+        "--quick", action="store_true", help=f"a smoke run with {QUICK_BOOKINGS} bookings"
+    )
+    parser.add_argument(
+        "--changes",
+        type=int,
+        default=DEFAULT_CHANGES,
+        help=f"provider changes before the last pass (default {DEFAULT_CHANGES})",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the three initial syncs, interleaved; medians are reported (default 1)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS_PATH,
+        help="where the JSON results go (default bench/results/sync.json)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile an extra initial sync and no-op resync (.prof files next to the output)",
+    )
     return parser.parse_args(argv)
 
 
@@ -1088,14 +1134,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
     for name, profile in results.get("profiles", {}).items():
-        print(f"\nprofile of an extra {name} sync ({profile['seconds_under_profiler']} s "
-              "under cProfile), own s / cumulative s / calls:")
-        for title, key in (("most own time", "top_own_time"),
-                           ("project code by cumulative time", "top_cumulative_project")):
+        print(
+            f"\nprofile of an extra {name} sync ({profile['seconds_under_profiler']} s "
+            "under cProfile), own s / cumulative s / calls:"
+        )
+        for title, key in (
+            ("most own time", "top_own_time"),
+            ("project code by cumulative time", "top_cumulative_project"),
+        ):
             print(f"  {title}:")
             for row in profile[key]:
-                print(f"    {row['own']:8.3f}  {row['cumulative']:8.3f}  {row['calls']:>8}  "
-                      f"{row['function']}")
+                print(
+                    f"    {row['own']:8.3f}  {row['cumulative']:8.3f}  {row['calls']:>8}  "
+                    f"{row['function']}"
+                )
     print(f"\nresults written to {args.output}")
     return 0
 

@@ -28,7 +28,6 @@ Where the documentation is silent the emulator picks one reading and says so her
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import calendar
 import dataclasses
@@ -53,8 +52,15 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
+from bridge.emulators.faults import (
+    FaultInjector,
+    FaultKind,
+    FaultMiddleware,
+    FaultPlan,
+    RecordedRequest,
+)
 from bridge.emulators.server import RunningServer, serve_in_thread
 
 Record = dict[str, Any]
@@ -718,78 +724,6 @@ class EmulatorClock:
             self._frozen = (self._frozen or datetime.now(UTC)) + delta
 
 
-class FaultKind(StrEnum):
-    """Failures the emulator can inject before a request reaches its handler."""
-
-    THROTTLE = "throttle"  # 409 + Retry-After, Nexudus's throttle
-    SERVER_ERROR = "server_error"  # 500 {"Message": "An error has occurred."}
-    TIMEOUT = "timeout"  # hold the connection, then drop it without a reply
-    SLOW = "slow"  # answer normally, late
-
-
-@dataclass(frozen=True, slots=True)
-class FaultPlan:
-    """Random fault injection: each request fails with probability ``rate``, kind by seeded RNG."""
-
-    rate: float = 0.0
-    kinds: tuple[FaultKind, ...] = tuple(FaultKind)
-    seed: int = 0
-    retry_after: int = 1
-    hang_seconds: float = 5.0
-    slow_seconds: float = 0.2
-    path_prefix: str = "/api/"
-
-
-class FaultInjector:
-    """Decides, per request, which fault (if any) to inject; thread-safe and deterministic."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.plan = FaultPlan()
-        self._rng = random.Random(0)
-        self._queued: list[FaultKind] = []
-
-    def configure(self, plan: FaultPlan) -> None:
-        """Use ``plan`` from now on, with its RNG reseeded."""
-        with self._lock:
-            self.plan = plan
-            self._rng = random.Random(plan.seed)
-
-    def queue(self, kinds: Iterable[FaultKind]) -> None:
-        """Make the next requests fail with these faults, in order, whatever the rate."""
-        with self._lock:
-            self._queued.extend(kinds)
-
-    def clear(self) -> None:
-        """No more faults."""
-        self.configure(FaultPlan())
-        with self._lock:
-            self._queued.clear()
-
-    def draw(self, path: str) -> FaultKind | None:
-        """The fault for a request to ``path``, if one is due."""
-        with self._lock:
-            if not path.startswith(self.plan.path_prefix):
-                return None
-            if self._queued:
-                return self._queued.pop(0)
-            if self.plan.rate <= 0 or self._rng.random() >= self.plan.rate:
-                return None
-            return self._rng.choice(self.plan.kinds)
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedRequest:
-    """One request as the emulator saw it (no headers or bodies: they may hold secrets)."""
-
-    method: str
-    route: str
-    path: str
-    query: tuple[tuple[str, str], ...]
-    fault: FaultKind | None
-    status: int | None
-
-
 # ----- accounts and tokens -------------------------------------------------------------------
 
 
@@ -1313,75 +1247,15 @@ def _span_of(body: Mapping[str, Any]) -> tuple[datetime, datetime]:
 # ----- HTTP ----------------------------------------------------------------------------------
 
 
-class _Instrumentation:
-    """ASGI middleware: counts requests per route and injects the configured faults."""
-
-    def __init__(self, app: ASGIApp, emulator: NexudusEmulator) -> None:
-        self._app = app
-        self._emulator = emulator
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        fault = self._emulator.faults.draw(scope["path"])
-        recorded = False
-
-        async def send_recording(message: Message) -> None:
-            nonlocal recorded
-            # Record before the reply leaves, so a test reading the log right after its
-            # call returns always finds that call in it.
-            if message["type"] == "http.response.start" and not recorded:
-                recorded = True
-                status = None if fault is FaultKind.TIMEOUT else int(message["status"])
-                self._emulator.record(scope, fault, status)
-            await send(message)
-
-        try:
-            await self._serve(scope, receive, send_recording, fault)
-        finally:
-            if not recorded:
-                self._emulator.record(scope, fault, None)
-
-    async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, fault: FaultKind | None
-    ) -> None:
-        """Answer with the fault, or pass the request on to the API."""
-        plan = self._emulator.faults.plan
-        if fault is FaultKind.THROTTLE:
-            headers = {"Retry-After": str(plan.retry_after)}
-            reply: Response = PlainTextResponse(THROTTLE_TEXT, status_code=409, headers=headers)
-            await reply(scope, receive, send)
-        elif fault is FaultKind.SERVER_ERROR:
-            await JSONResponse(SERVER_ERROR, status_code=500)(scope, receive, send)
-        elif fault is FaultKind.TIMEOUT:
-            await _hang_then_drop(receive, send, plan.hang_seconds)
-        else:
-            if fault is FaultKind.SLOW:
-                await asyncio.sleep(plan.slow_seconds)
-            await self._app(scope, receive, send)
+def _throttled(plan: FaultPlan) -> Response:
+    """Nexudus's throttle: 409 with Retry-After (not 429)."""
+    headers = {"Retry-After": str(plan.retry_after)}
+    return PlainTextResponse(THROTTLE_TEXT, status_code=409, headers=headers)
 
 
-async def _hang_then_drop(receive: Receive, send: Send, seconds: float) -> None:
-    """Hold the request until the client gives up (or ``seconds`` pass), then break it off."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while (remaining := deadline - loop.time()) > 0:
-        try:
-            message: Message = await asyncio.wait_for(receive(), remaining)
-        except TimeoutError:
-            break
-        if message["type"] == "http.disconnect":
-            return
-    # Announce a body and never finish it: the server has to close the connection.
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
-        }
-    )
-    await send({"type": "http.response.body", "body": b"{", "more_body": True})
+def _server_failed() -> Response:
+    """Nexudus's 500 body."""
+    return JSONResponse(SERVER_ERROR, status_code=500)
 
 
 def _read_form(raw: bytes) -> dict[str, str]:
@@ -1407,7 +1281,9 @@ class NexudusEmulator:
         self.requests: list[RecordedRequest] = []
         self._lock = threading.RLock()
         self._routes = self._build_routes()
-        self.app: ASGIApp = _Instrumentation(Starlette(routes=self._routes), self)
+        self.app: ASGIApp = FaultMiddleware(
+            Starlette(routes=self._routes), self, throttle=_throttled, server_error=_server_failed
+        )
 
     def __repr__(self) -> str:
         return (

@@ -34,7 +34,6 @@ request log (which holds no headers or bodies: they carry the password).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import itertools
@@ -55,17 +54,16 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
-from bridge.emulators.nexudus import (
-    SERVER_ERROR,
-    THROTTLE_TEXT,
-    EmulatorClock,
+from bridge.emulators.faults import (
     FaultInjector,
     FaultKind,
+    FaultMiddleware,
     FaultPlan,
     RecordedRequest,
 )
+from bridge.emulators.nexudus import SERVER_ERROR, THROTTLE_TEXT, EmulatorClock
 from bridge.emulators.server import RunningServer, serve_in_thread
 
 Record = dict[str, Any]
@@ -468,62 +466,15 @@ def _matches(resource: Record, params: Mapping[str, str]) -> bool:
 # ----- HTTP ----------------------------------------------------------------------------------
 
 
-class _Instrumentation:
-    """ASGI middleware: records every request and injects the configured faults."""
+def _throttled(plan: FaultPlan) -> Response:
+    """Nexudus's throttle: 409 with Retry-After (not 429)."""
+    headers = {"Retry-After": str(plan.retry_after)}
+    return PlainTextResponse(THROTTLE_TEXT, status_code=409, headers=headers)
 
-    def __init__(self, app: ASGIApp, emulator: NexudusPortalEmulator) -> None:
-        self._app = app
-        self._emulator = emulator
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        fault = self._emulator.faults.draw(scope["path"])
-        recorded = False
-
-        async def send_recording(message: Message) -> None:
-            nonlocal recorded
-            # Record before the reply leaves, so a test reading the log right after its
-            # call returns always finds that call in it.
-            if message["type"] == "http.response.start" and not recorded:
-                recorded = True
-                status = None if fault is FaultKind.TIMEOUT else int(message["status"])
-                self._emulator.record(scope, fault, status)
-            await send(message)
-
-        try:
-            await self._serve(scope, receive, send_recording, fault)
-        finally:
-            if not recorded:
-                self._emulator.record(scope, fault, None)
-
-    async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, fault: FaultKind | None
-    ) -> None:
-        """Answer with the fault, or pass the request on to the portal."""
-        plan = self._emulator.faults.plan
-        if fault is FaultKind.THROTTLE:
-            headers = {"Retry-After": str(plan.retry_after)}
-            reply: Response = PlainTextResponse(THROTTLE_TEXT, status_code=409, headers=headers)
-            await reply(scope, receive, send)
-        elif fault is FaultKind.SERVER_ERROR:
-            await JSONResponse(SERVER_ERROR, status_code=500)(scope, receive, send)
-        elif fault is FaultKind.TIMEOUT:
-            await asyncio.sleep(plan.hang_seconds)
-            # Announce a body and never finish it: the server has to drop the connection.
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")],
-                }
-            )
-            await send({"type": "http.response.body", "body": b"[", "more_body": True})
-        else:
-            if fault is FaultKind.SLOW:
-                await asyncio.sleep(plan.slow_seconds)
-            await self._app(scope, receive, send)
+def _server_failed() -> Response:
+    """Nexudus's 500 body."""
+    return JSONResponse(SERVER_ERROR, status_code=500)
 
 
 class NexudusPortalEmulator:
@@ -543,7 +494,9 @@ class NexudusPortalEmulator:
         self.requests: list[RecordedRequest] = []
         self._lock = threading.RLock()
         self._routes = self._build_routes()
-        self.app: ASGIApp = _Instrumentation(Starlette(routes=self._routes), self)
+        self.app: ASGIApp = FaultMiddleware(
+            Starlette(routes=self._routes), self, throttle=_throttled, server_error=_server_failed
+        )
 
     def __repr__(self) -> str:
         return (

@@ -43,7 +43,6 @@ Where the reference is silent the emulator picks one reading, marked [INF] there
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import itertools
 import json
@@ -65,9 +64,15 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
-from bridge.emulators.nexudus import FaultInjector, FaultKind, FaultPlan, RecordedRequest
+from bridge.emulators.faults import (
+    FaultInjector,
+    FaultKind,
+    FaultMiddleware,
+    FaultPlan,
+    RecordedRequest,
+)
 from bridge.emulators.server import RunningServer, serve_in_thread
 from bridge.providers.officernd import (
     SIGNATURE_HEADER,
@@ -935,76 +940,16 @@ class WebhookEvent:
 # ----- HTTP --------------------------------------------------------------------------------------
 
 
-class _Instrumentation:
-    """ASGI middleware: counts requests per route and injects the configured faults."""
-
-    def __init__(self, app: ASGIApp, emulator: OfficeRndEmulator) -> None:
-        self._app = app
-        self._emulator = emulator
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        fault = self._emulator.faults.draw(scope["path"])
-        recorded = False
-
-        async def send_recording(message: Message) -> None:
-            nonlocal recorded
-            # Record before the reply leaves, so a test reading the log right after its call
-            # returns always finds that call in it.
-            if message["type"] == "http.response.start" and not recorded:
-                recorded = True
-                status = None if fault is FaultKind.TIMEOUT else int(message["status"])
-                self._emulator.record(scope, fault, status)
-            await send(message)
-
-        try:
-            await self._serve(scope, receive, send_recording, fault)
-        finally:
-            if not recorded:
-                self._emulator.record(scope, fault, None)
-
-    async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, fault: FaultKind | None
-    ) -> None:
-        """Answer with the fault, or pass the request on to the API."""
-        plan = self._emulator.faults.plan
-        if fault is FaultKind.THROTTLE:
-            headers = {"Retry-After": str(plan.retry_after)}
-            body = {"statusCode": 429, "message": "ThrottlerException: Too Many Requests"}
-            await JSONResponse(body, status_code=429, headers=headers)(scope, receive, send)
-        elif fault is FaultKind.SERVER_ERROR:
-            body = {"statusCode": 500, "message": "Internal server error"}
-            await JSONResponse(body, status_code=500)(scope, receive, send)
-        elif fault is FaultKind.TIMEOUT:
-            await _hang_then_drop(receive, send, plan.hang_seconds)
-        else:
-            if fault is FaultKind.SLOW:
-                await asyncio.sleep(plan.slow_seconds)
-            await self._app(scope, receive, send)
+def _throttled(plan: FaultPlan) -> Response:
+    """OfficeRnD's throttle: 429 with Retry-After."""
+    headers = {"Retry-After": str(plan.retry_after)}
+    body = {"statusCode": 429, "message": "ThrottlerException: Too Many Requests"}
+    return JSONResponse(body, status_code=429, headers=headers)
 
 
-async def _hang_then_drop(receive: Receive, send: Send, seconds: float) -> None:
-    """Hold the request until the client gives up (or ``seconds`` pass), then break it off."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while (remaining := deadline - loop.time()) > 0:
-        try:
-            message: Message = await asyncio.wait_for(receive(), remaining)
-        except TimeoutError:
-            break
-        if message["type"] == "http.disconnect":
-            return
-    # Announce a body and never finish it: the server has to close the connection.
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
-        }
-    )
-    await send({"type": "http.response.body", "body": b"{", "more_body": True})
+def _server_failed() -> Response:
+    """OfficeRnD's 500 body."""
+    return JSONResponse({"statusCode": 500, "message": "Internal server error"}, status_code=500)
 
 
 class OfficeRndEmulator:
@@ -1030,7 +975,9 @@ class OfficeRndEmulator:
         self.webhook_secret = webhook_secret or secrets.token_hex(16)
         self._lock = threading.RLock()
         self._routes = self._build_routes()
-        self.app: ASGIApp = _Instrumentation(Starlette(routes=self._routes), self)
+        self.app: ASGIApp = FaultMiddleware(
+            Starlette(routes=self._routes), self, throttle=_throttled, server_error=_server_failed
+        )
 
     def __repr__(self) -> str:
         return (

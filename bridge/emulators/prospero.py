@@ -34,7 +34,6 @@ Choices where the reference is silent [INF]:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
@@ -52,9 +51,15 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
-from bridge.emulators.nexudus import FaultInjector, FaultKind, FaultPlan, RecordedRequest
+from bridge.emulators.faults import (
+    FaultInjector,
+    FaultKind,
+    FaultMiddleware,
+    FaultPlan,
+    RecordedRequest,
+)
 from bridge.emulators.officernd import ProviderClock
 from bridge.emulators.server import RunningServer, serve_in_thread
 from bridge.providers.prospero import BAD_REFRESH_TOKEN, ENDPOINTS, Operation, format_instant
@@ -498,74 +503,14 @@ def _procedure(value: object) -> EventProcedure:
 Handler = Callable[[Request, bytes], Response]
 
 
-class _Instrumentation:
-    """ASGI middleware: records requests per route and injects the configured faults."""
-
-    def __init__(self, app: ASGIApp, emulator: ProsperoEmulator) -> None:
-        self._app = app
-        self._emulator = emulator
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        fault = self._emulator.faults.draw(scope["path"])
-        recorded = False
-
-        async def send_recording(message: Message) -> None:
-            nonlocal recorded
-            # Record before the reply leaves, so a test reading the log right after its call
-            # returns always finds that call in it.
-            if message["type"] == "http.response.start" and not recorded:
-                recorded = True
-                status = None if fault is FaultKind.TIMEOUT else int(message["status"])
-                self._emulator.record(scope, fault, status)
-            await send(message)
-
-        try:
-            await self._serve(scope, receive, send_recording, fault)
-        finally:
-            if not recorded:
-                self._emulator.record(scope, fault, None)
-
-    async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, fault: FaultKind | None
-    ) -> None:
-        """Answer with the fault, or pass the request on to the API."""
-        plan = self._emulator.faults.plan
-        if fault is FaultKind.THROTTLE:
-            headers = {"Retry-After": str(plan.retry_after)}
-            await ApiProblem(429, "Too many requests", headers).response()(scope, receive, send)
-        elif fault is FaultKind.SERVER_ERROR:
-            await ApiProblem(500, "Internal server error").response()(scope, receive, send)
-        elif fault is FaultKind.TIMEOUT:
-            await _hang_then_drop(receive, send, plan.hang_seconds)
-        else:
-            if fault is FaultKind.SLOW:
-                await asyncio.sleep(plan.slow_seconds)
-            await self._app(scope, receive, send)
+def _throttled(plan: FaultPlan) -> Response:
+    """A 429 in Prospero's APIError shape, with Retry-After."""
+    return ApiProblem(429, "Too many requests", {"Retry-After": str(plan.retry_after)}).response()
 
 
-async def _hang_then_drop(receive: Receive, send: Send, seconds: float) -> None:
-    """Hold the request until the client gives up (or ``seconds`` pass), then break it off."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while (remaining := deadline - loop.time()) > 0:
-        try:
-            message: Message = await asyncio.wait_for(receive(), remaining)
-        except TimeoutError:
-            break
-        if message["type"] == "http.disconnect":
-            return
-    # Announce a body and never finish it: the server has to close the connection.
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
-        }
-    )
-    await send({"type": "http.response.body", "body": b"{", "more_body": True})
+def _server_failed() -> Response:
+    """A 500 in Prospero's APIError shape."""
+    return ApiProblem(500, "Internal server error").response()
 
 
 class ProsperoEmulator:
@@ -603,7 +548,9 @@ class ProsperoEmulator:
             Operation.GET_ORGANIZATION: self._organization,
         }
         self._routes = self._build_routes()
-        self.app: ASGIApp = _Instrumentation(Starlette(routes=self._routes), self)
+        self.app: ASGIApp = FaultMiddleware(
+            Starlette(routes=self._routes), self, throttle=_throttled, server_error=_server_failed
+        )
 
     def __repr__(self) -> str:
         return (

@@ -19,7 +19,6 @@ hung connections, slow replies) and read the request log.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import threading
@@ -37,15 +36,15 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
 from bridge.devices.assumptions import DEFAULT_ASSUMPTIONS, ZenSpaceAssumptions
-from bridge.emulators.nexudus import (
+from bridge.emulators.faults import (
     FaultInjector,
     FaultKind,
+    FaultMiddleware,
     FaultPlan,
     RecordedRequest,
-    _hang_then_drop,
 )
 from bridge.emulators.server import RunningServer, serve_in_thread
 
@@ -149,7 +148,9 @@ class ZenSpaceEmulator:
         self.faults.configure(FaultPlan(path_prefix="/"))
         self._lock = threading.RLock()
         self._routes = self._build_routes()
-        self.app: ASGIApp = _Instrumentation(Starlette(routes=self._routes), self)
+        self.app: ASGIApp = FaultMiddleware(
+            Starlette(routes=self._routes), self, throttle=_throttled, server_error=_server_failed
+        )
 
     def __repr__(self) -> str:
         return f"ZenSpaceEmulator(pods={len(self.pods)}, bookings={len(self.bookings)})"
@@ -497,48 +498,12 @@ def _json_object(raw: bytes) -> Record:
     return body
 
 
-class _Instrumentation:
-    """ASGI middleware: records requests and injects the configured faults."""
+def _throttled(plan: FaultPlan) -> Response:
+    """A plain 429 with Retry-After."""
+    headers = {"Retry-After": str(plan.retry_after)}
+    return PlainTextResponse("Too Many Requests", 429, headers=headers)
 
-    def __init__(self, app: ASGIApp, emulator: ZenSpaceEmulator) -> None:
-        self._app = app
-        self._emulator = emulator
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        fault = self._emulator.faults.draw(scope["path"])
-        recorded = False
-
-        async def send_recording(message: Message) -> None:
-            nonlocal recorded
-            if message["type"] == "http.response.start" and not recorded:
-                recorded = True
-                status = None if fault is FaultKind.TIMEOUT else int(message["status"])
-                self._emulator.record(scope, fault, status)
-            await send(message)
-
-        try:
-            await self._serve(scope, receive, send_recording, fault)
-        finally:
-            if not recorded:
-                self._emulator.record(scope, fault, None)
-
-    async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, fault: FaultKind | None
-    ) -> None:
-        """Answer with the fault, or pass the request on to the API."""
-        plan = self._emulator.faults.plan
-        if fault is FaultKind.THROTTLE:
-            headers = {"Retry-After": str(plan.retry_after)}
-            reply: Response = PlainTextResponse("Too Many Requests", 429, headers=headers)
-            await reply(scope, receive, send)
-        elif fault is FaultKind.SERVER_ERROR:
-            await JSONResponse(SERVER_ERROR, status_code=500)(scope, receive, send)
-        elif fault is FaultKind.TIMEOUT:
-            await _hang_then_drop(receive, send, plan.hang_seconds)
-        else:
-            if fault is FaultKind.SLOW:
-                await asyncio.sleep(plan.slow_seconds)
-            await self._app(scope, receive, send)
+def _server_failed() -> Response:
+    """The 500 body."""
+    return JSONResponse(SERVER_ERROR, status_code=500)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import main
-from bridge.emulators.nexudus import FaultKind, FaultPlan
+from bridge.emulators.faults import FaultKind, FaultPlan
 from tests.e2e.world import PASSWORD, World
 from tests.plugins.caldav_servers import CalDAVServer
 

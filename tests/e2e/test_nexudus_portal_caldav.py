@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.emulators.nexudus import FaultKind, FaultPlan
+from bridge.emulators.faults import FaultKind, FaultPlan
 from bridge.emulators.nexudus_portal import FAULT_PREFIX
 from tests.e2e.crash import KillTimer
 from tests.e2e.nexudus_portal_world import MEMBER, PASSWORD, PortalCalDavWorld

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import icalendar
 import pytest
 
-from bridge.emulators.nexudus import FaultKind, FaultPlan
+from bridge.emulators.faults import FaultKind, FaultPlan
 from bridge.emulators.officernd import Behaviour
 from bridge.model import Room, Window
 from bridge.providers.http import PacingPolicy

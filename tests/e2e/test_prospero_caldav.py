@@ -17,7 +17,7 @@ from pathlib import Path
 import icalendar
 import pytest
 
-from bridge.emulators.nexudus import FaultKind, FaultPlan
+from bridge.emulators.faults import FaultKind, FaultPlan
 from mappings.prospero import BookingState, EventProcedure
 from tests.e2e.crash import KillTimer
 from tests.e2e.prospero_world import PASSWORD, ProsperoCalDavWorld

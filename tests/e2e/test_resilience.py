@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.emulators.nexudus import FaultKind, FaultPlan
+from bridge.emulators.faults import FaultKind, FaultPlan
 from tests.e2e.crash import KillTimer
 from tests.e2e.world import World
 from tests.plugins.caldav_servers import CalDAVServer

@@ -13,13 +13,8 @@ from dateutil import rrule
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.emulators.nexudus import (
-    FaultKind,
-    FaultPlan,
-    NexudusEmulator,
-    RepeatCycle,
-    repeat_dates,
-)
+from bridge.emulators.faults import FaultKind, FaultPlan
+from bridge.emulators.nexudus import NexudusEmulator, RepeatCycle, repeat_dates
 from bridge.emulators.server import serve_in_thread
 from tests.plugins.nexudus import NEXUDUS_PASSWORD, NEXUDUS_USER, NexudusWorld
 

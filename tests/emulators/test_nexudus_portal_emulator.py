@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from bridge.emulators.nexudus import FaultKind, FaultPlan
+from bridge.emulators.faults import FaultKind, FaultPlan
 from bridge.emulators.nexudus_portal import FAULT_PREFIX
 from mappings import nexudus as nexudus_mapping
 from tests.plugins.nexudus_portal import (

@@ -12,7 +12,7 @@ from dateutil import rrule
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.emulators.nexudus import FaultKind
+from bridge.emulators.faults import FaultKind
 from bridge.emulators.officernd import OfficeRndEmulator
 from bridge.providers.officernd import verify_webhook_signature
 from tests.plugins.nexudus import ManualClock

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from bridge.emulators.nexudus import FaultKind, FaultPlan
+from bridge.emulators.faults import FaultKind, FaultPlan
 from bridge.emulators.prospero import (
     ACCESS_COOKIE,
     BASE_PATH,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import main
-from bridge.emulators.nexudus import FaultKind
+from bridge.emulators.faults import FaultKind
 from bridge.emulators.zenspace import CANCELLED, CREATED, UPDATED
 from bridge.model import Booking, BookingStatus, Buffers, Person, Recurrence
 from bridge.providers.zenspace import ZenSpaceClient
@@ -29,12 +29,21 @@ from tests.plugins.zenspace import ZenSpaceWorld
 SETUP, CLEANUP, LEAD = timedelta(minutes=15), timedelta(minutes=5), timedelta(minutes=10)
 
 
-def meeting(start: timedelta = timedelta(hours=3), *, key: str = "5001", **fields: object,
-            ) -> Booking:
+def meeting(
+    start: timedelta = timedelta(hours=3),
+    *,
+    key: str = "5001",
+    **fields: object,
+) -> Booking:
     values: dict[str, object] = {
-        "provider": "hq", "key": key, "resource": "1", "start": NOW + start,
-        "end": NOW + start + timedelta(hours=1), "timezone": "Europe/London",
-        "title": "Board meeting", "organizer": Person("ada@example.com", "Ada Lovelace", "+4412"),
+        "provider": "hq",
+        "key": key,
+        "resource": "1",
+        "start": NOW + start,
+        "end": NOW + start + timedelta(hours=1),
+        "timezone": "Europe/London",
+        "title": "Board meeting",
+        "organizer": Person("ada@example.com", "Ada Lovelace", "+4412"),
         "attendees": (Person("bob@example.com", "Bob"),),
         "buffers": Buffers(SETUP, CLEANUP),
     }
@@ -43,8 +52,11 @@ def meeting(start: timedelta = timedelta(hours=3), *, key: str = "5001", **field
 
 
 @pytest.fixture
-def rig(zenspace: ZenSpaceWorld, zenspace_client: ZenSpaceClient, tmp_path: Path,
-        ) -> Iterator[PodRig]:
+def rig(
+    zenspace: ZenSpaceWorld,
+    zenspace_client: ZenSpaceClient,
+    tmp_path: Path,
+) -> Iterator[PodRig]:
     pod_rig = PodRig(zenspace, zenspace_client, tmp_path)
     yield pod_rig
     pod_rig.close()
@@ -54,9 +66,7 @@ def switched(world: ZenSpaceWorld, device: str = "light") -> list[tuple[object, 
     return list(world.emulator.changes(world.pod, device))
 
 
-def test_pod_is_booked_then_switched_on_and_off_to_the_second(
-    rig: PodRig, zenspace: ZenSpaceWorld
-):
+def test_pod_is_booked_then_switched_on_and_off_to_the_second(rig: PodRig, zenspace: ZenSpaceWorld):
     booking = meeting()
     rig.book(booking)
     rig.run_until(NOW + timedelta(hours=6))
@@ -76,7 +86,10 @@ def test_pod_is_booked_then_switched_on_and_off_to_the_second(
     on = rig.records()[DeviceActionKind.SWITCH_ON][0]
     assert on.state is DeviceActionState.DONE
     assert json.loads(on.outcome or "")["light"] == {
-        "device": "light", "value": "on", "status": "online"}
+        "device": "light",
+        "value": "on",
+        "status": "online",
+    }
 
 
 def test_occurrences_are_armed_when_they_enter_the_horizon(rig: PodRig, zenspace: ZenSpaceWorld):
@@ -94,8 +107,9 @@ def test_a_moved_meeting_updates_the_same_pod_booking(rig: PodRig, zenspace: Zen
     booking = meeting()
     rig.book(booking)
     rig.run_until(NOW + timedelta(hours=1))
-    moved = booking.evolve(start=booking.start + timedelta(hours=2),
-                           end=booking.end + timedelta(hours=2))
+    moved = booking.evolve(
+        start=booking.start + timedelta(hours=2), end=booking.end + timedelta(hours=2)
+    )
     rig.book(moved)
     rig.run_until(NOW + timedelta(hours=8))
     log = zenspace.emulator.booking_log
@@ -113,10 +127,13 @@ def test_a_cancelled_meeting_is_cancelled_at_the_pod_and_never_opened(
     rig.book(booking.evolve(status=BookingStatus.CANCELLED))
     rig.run_until(NOW + timedelta(hours=8))
     assert [(e.message, e.is_active) for e in zenspace.emulator.booking_log] == [
-        (CREATED, True), (CANCELLED, False)]
+        (CREATED, True),
+        (CANCELLED, False),
+    ]
     assert switched(zenspace) == []
     assert {r.state for r in rig.records()[DeviceActionKind.SWITCH_ON]} == {
-        DeviceActionState.SKIPPED}
+        DeviceActionState.SKIPPED
+    }
 
 
 def test_late_start_after_downtime_switches_on_at_once(rig: PodRig, zenspace: ZenSpaceWorld):
@@ -200,7 +217,9 @@ def run_cli(*args: str) -> tuple[int, str]:
 
 
 def test_codes_are_unique_and_never_in_logs_feeds_or_status(
-    rig: PodRig, zenspace: ZenSpaceWorld, caplog: pytest.LogCaptureFixture,
+    rig: PodRig,
+    zenspace: ZenSpaceWorld,
+    caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ):
     caplog.set_level(logging.DEBUG)
@@ -241,4 +260,3 @@ def test_device_job_wakes_for_the_next_action(rig: PodRig, zenspace: ZenSpaceWor
     rig.run_until(NOW + timedelta(seconds=1))
     # Not the 5-minute planning tick: the switch-on time itself.
     assert rig.scheduler.next_run(f"devices:{ROOM}") == booking.start - SETUP - LEAD
-

@@ -14,7 +14,8 @@ import httpx
 import pytest
 from dateutil import rrule
 
-from bridge.emulators.nexudus import FaultKind, FaultPlan, NexudusEmulator
+from bridge.emulators.faults import FaultKind, FaultPlan
+from bridge.emulators.nexudus import NexudusEmulator
 from bridge.model import Window
 from bridge.providers.errors import (
     ProviderAuthError,

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from bridge.emulators.nexudus import FaultKind
+from bridge.emulators.faults import FaultKind
 from bridge.model import BookingStatus
 from bridge.providers.errors import (
     ProviderAuthError,

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.emulators.nexudus import FaultKind, FaultPlan
+from bridge.emulators.faults import FaultKind, FaultPlan
 from bridge.emulators.officernd import Behaviour, OfficeRndEmulator
 from bridge.model import Window
 from bridge.providers.errors import (

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from bridge.emulators.nexudus import FaultKind, FaultPlan
+from bridge.emulators.faults import FaultKind, FaultPlan
 from bridge.model import BookingStatus, Room, Window
 from bridge.providers.errors import (
     ProviderAuthError,

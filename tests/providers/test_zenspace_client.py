@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from bridge.devices.assumptions import ZenSpaceAssumptions
-from bridge.emulators.nexudus import FaultKind
+from bridge.emulators.faults import FaultKind
 from bridge.emulators.zenspace import CANCELLED, CREATED, UPDATED
 from bridge.model import Booking, Person
 from bridge.providers.errors import (
@@ -116,7 +116,10 @@ def test_device_action_and_status(zenspace: ZenSpaceWorld, zenspace_client: ZenS
     reply = zenspace_client.device_action(zenspace.pod, "light", switch_on=True)
     assert reply.value == "on"
     assert zenspace_client.device_status(zenspace.pod, "light").as_json() == {
-        "device": "light", "value": "on", "status": "online"}
+        "device": "light",
+        "value": "on",
+        "status": "online",
+    }
     temperature = zenspace_client.device_status(zenspace.pod, "o3-sensor", "temprature")
     assert temperature.device == "temperature"
 
@@ -143,10 +146,12 @@ def test_key_is_sent_in_the_assumed_header():
 
     def record(request: httpx.Request) -> httpx.Response:
         seen.append(request.headers.get("X-API-Key"))
-        return httpx.Response(200, json={"response": {"device": "fan", "value": "on",
-                                                      "status": "online"}})
+        return httpx.Response(
+            200, json={"response": {"device": "fan", "value": "on", "status": "online"}}
+        )
 
-    client = ZenSpaceClient(ZENSPACE_KEY, base_url="http://zen.test",
-                            transport=httpx.MockTransport(record))
+    client = ZenSpaceClient(
+        ZENSPACE_KEY, base_url="http://zen.test", transport=httpx.MockTransport(record)
+    )
     client.device_status("p", "fan")
     assert seen == [ZENSPACE_KEY]
