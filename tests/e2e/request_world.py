@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import icalendar
 
 from bridge.calendars.base import RemoteObject
-from tests.e2e.world import World
+from bridge.config import load_config
+from bridge.runtime import Runtime
+from bridge.sync.engine import PassOptions, RoomResult
+from tests.e2e.world import PASSWORD, World
 from tests.plugins.caldav_servers import CalDAVServer
 
 ROOM_ADDRESS = "mailto:callisto@rooms.example.com"
+ORGANIZER = "ada@example.com"
 
 
 def request_ics(
@@ -24,8 +29,10 @@ def request_ics(
     exdates: tuple[datetime, ...] = (),
     room: bool = True,
     created: datetime | None = None,
+    organizer: str = ORGANIZER,
+    attendees: tuple[str, ...] = (),
 ) -> bytes:
-    """An event as a calendar client writes it when inviting the room."""
+    """An event as a calendar client writes it when inviting the room (and ``attendees``)."""
     event = icalendar.Event()
     event.add("UID", uid)
     event.add("DTSTAMP", datetime(2024, 1, 1, tzinfo=UTC))
@@ -37,9 +44,14 @@ def request_ics(
         event.add("RRULE", icalendar.vRecur.from_ical(rrule))
     for exdate in exdates:
         event.add("EXDATE", exdate.astimezone(UTC))
-    organizer = icalendar.vCalAddress("mailto:ada@example.com")
-    organizer.params["CN"] = "Ada"
-    event.add("ORGANIZER", organizer)
+    address = icalendar.vCalAddress(f"mailto:{organizer}")
+    address.params["CN"] = organizer.split("@")[0].title()
+    event.add("ORGANIZER", address)
+    for email in attendees:
+        person = icalendar.vCalAddress(f"mailto:{email}")
+        person.params["CUTYPE"] = "INDIVIDUAL"
+        person.params["PARTSTAT"] = "NEEDS-ACTION"
+        event.add("ATTENDEE", person)
     if room:
         attendee = icalendar.vCalAddress(ROOM_ADDRESS)
         attendee.params["CUTYPE"] = "ROOM"
@@ -63,10 +75,14 @@ class RequestWorld(World):
         state_url: str | None = None,
         buffer_before: str = "15m",
         buffer_after: str = "15m",
+        default_customer: str | None = None,
     ) -> None:
         super().__init__(server, workdir, state_url=state_url)
         self.buffer_before = buffer_before
         self.buffer_after = buffer_after
+        self.default_customer = default_customer
+        # The usual organizer is a Nexudus customer, so her requests can be billed.
+        self.ada = self.emulator.add_coworker("Ada Lovelace", ORGANIZER)
 
     def write_config(self) -> None:
         """The base config plus the request settings of the room."""
@@ -77,7 +93,18 @@ class RequestWorld(World):
             f'buffer_before = "{self.buffer_before}"\n'
             f'buffer_after = "{self.buffer_after}"\n'
         )
+        if self.default_customer is not None:
+            text += f'default_customer = "{self.default_customer}"\n'
         self.config_path.write_text(text)
+
+    def sync_at(self, now: datetime) -> RoomResult:
+        """One pass of the room as if the bridge's clock (and Nexudus's) read ``now``."""
+        self.emulator.set_clock(now)
+        os.environ["E2E_NEXUDUS_PASSWORD"] = PASSWORD
+        config = load_config(self.config_path)
+        with Runtime(config, clock=lambda: now) as runtime:
+            options = PassOptions(window=runtime.window(), max_deletions=50)
+            return runtime.sync_room(config.rooms[0], options)
 
     def invite(self, uid: str, start: datetime, end: datetime, **fields: object) -> RemoteObject:
         """A person invites the room to a meeting from their calendar client."""
