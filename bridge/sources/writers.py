@@ -152,7 +152,7 @@ class NexudusWriter:
         existing = [
             record
             for record in self.client.list_bookings(room.resource, window=part)
-            if record.get("SystemId") == marker
+            if record.get("SystemId") == marker and (_start_of(record) or since) >= since
         ]
         booked = {_start_of(record) for record in existing}
         bodies = [

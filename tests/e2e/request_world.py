@@ -76,11 +76,13 @@ class RequestWorld(World):
         buffer_before: str = "15m",
         buffer_after: str = "15m",
         default_customer: str | None = None,
+        future_days: int = 365,
     ) -> None:
         super().__init__(server, workdir, state_url=state_url)
         self.buffer_before = buffer_before
         self.buffer_after = buffer_after
         self.default_customer = default_customer
+        self.future_days = future_days
         # The usual organizer is a Nexudus customer, so her requests can be billed.
         self.ada = self.emulator.add_coworker("Ada Lovelace", ORGANIZER)
 
@@ -88,6 +90,7 @@ class RequestWorld(World):
         """The base config plus the request settings of the room."""
         super().write_config()
         text = self.config_path.read_text()
+        text = text.replace("future_days = 365", f"future_days = {self.future_days}")
         text += (
             'direction = "both"\n'
             f'buffer_before = "{self.buffer_before}"\n'
