@@ -201,7 +201,7 @@ class NexudusWriter:
                 booking_id = self.client.create_booking(self._marked(body, marker, customer))
             except (ProviderConflict, ProviderValidationError) as exc:
                 self.cancel(room, created)
-                raise Refused(_refusal(exc)) from exc
+                raise Refused(refusal_reason(exc)) from exc
             except BaseException:
                 self.cancel(room, created)
                 raise
@@ -226,7 +226,7 @@ class NexudusWriter:
             try:
                 self.client.update_booking(self._marked({**record, **body}, marker), which=which)
             except (ProviderConflict, ProviderValidationError) as exc:
-                raise Refused(_refusal(exc)) from exc
+                raise Refused(refusal_reason(exc)) from exc
             return list(keys)
         # Nexudus cannot reshape a series in place: the old bookings give way to the new ones
         # (whoever is billed is settled first, so a refusal there cancels nothing).
@@ -315,7 +315,7 @@ def _no_customer(organizer: Person | None) -> str:
     )
 
 
-def _refusal(exc: ProviderError) -> str:
+def refusal_reason(exc: ProviderError) -> str:
     """The provider's own words for a refusal (field messages first)."""
     messages = [error.message for error in exc.errors if error.message]
     return "; ".join(dict.fromkeys(messages)) or exc.message or "the provider refused the booking"
@@ -324,7 +324,13 @@ def _refusal(exc: ProviderError) -> str:
 def build_writer(source: BookingSource, *, customer: str | None = None) -> BookingWriter | None:
     """The writer over a source's client, for providers that take bookings from calendars."""
     from bridge.sources.nexudus import NexudusSource
+    from bridge.sources.nexudus_portal import NexudusPortalSource
 
     if isinstance(source, NexudusSource):
         return NexudusWriter(source.client, name=source.name, customer=customer)
+    if isinstance(source, NexudusPortalSource):
+        from bridge.sources.nexudus_portal_writer import NexudusPortalWriter
+
+        # The portal always books as its member: there is no customer to choose.
+        return NexudusPortalWriter(source.client, name=source.name)
     return None
