@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import icalendar
 
 from bridge.calendars.base import RemoteObject
+from bridge.calendars.caldav import CalDAVCalendar
 from bridge.config import load_config
 from bridge.runtime import Runtime
 from bridge.sync.engine import PassOptions, RoomResult
+from tests.e2e.nexudus_portal_world import PortalCalDavWorld
 from tests.e2e.world import PASSWORD, World
 from tests.plugins.caldav_servers import CalDAVServer
 
@@ -64,7 +67,40 @@ def request_ics(
     return bytes(calendar.to_ical())
 
 
-class RequestWorld(World):
+class CalendarRequests:
+    """Organizers acting in the room collection: invite the room, edit, delete.
+
+    Mixed into a world that provides ``calendar()``, the adapter on the room's collection.
+    """
+
+    calendar: Callable[[], CalDAVCalendar]
+
+    def invite(self, uid: str, start: datetime, end: datetime, **fields: object) -> RemoteObject:
+        """A person invites the room to a meeting from their calendar client."""
+        with self.calendar() as calendar:
+            return calendar.create(uid, request_ics(uid, start, end, **fields))  # type: ignore[arg-type]
+
+    def request_event(self, uid: str) -> tuple[str, str | None, icalendar.Calendar]:
+        """(href, etag, parsed calendar) of a foreign event."""
+        with self.calendar() as calendar:
+            found = calendar.find_by_uid(uid)
+        assert found is not None, f"event {uid} is gone"
+        return found.href, found.etag, icalendar.Calendar.from_ical(found.ics)
+
+    def edit(self, uid: str, ics: bytes) -> None:
+        """The organizer changes the event."""
+        href, etag, _ = self.request_event(uid)
+        with self.calendar() as calendar:
+            calendar.update(href, ics, etag)
+
+    def remove(self, uid: str) -> None:
+        """The organizer deletes the event."""
+        href, etag, _ = self.request_event(uid)
+        with self.calendar() as calendar:
+            calendar.delete(href, etag)
+
+
+class RequestWorld(World, CalendarRequests):
     """The room takes requests from its calendar (``direction = "both"``) with room buffers."""
 
     def __init__(
@@ -109,30 +145,6 @@ class RequestWorld(World):
             options = PassOptions(window=runtime.window(), max_deletions=50)
             return runtime.sync_room(config.rooms[0], options)
 
-    def invite(self, uid: str, start: datetime, end: datetime, **fields: object) -> RemoteObject:
-        """A person invites the room to a meeting from their calendar client."""
-        with self.calendar() as calendar:
-            return calendar.create(uid, request_ics(uid, start, end, **fields))  # type: ignore[arg-type]
-
-    def event(self, uid: str) -> tuple[str, str | None, icalendar.Calendar]:
-        """(href, etag, parsed calendar) of a foreign event."""
-        with self.calendar() as calendar:
-            found = calendar.find_by_uid(uid)
-        assert found is not None, f"event {uid} is gone"
-        return found.href, found.etag, icalendar.Calendar.from_ical(found.ics)
-
-    def edit(self, uid: str, ics: bytes) -> None:
-        """The organizer changes the event."""
-        href, etag, _ = self.event(uid)
-        with self.calendar() as calendar:
-            calendar.update(href, ics, etag)
-
-    def remove(self, uid: str) -> None:
-        """The organizer deletes the event."""
-        href, etag, _ = self.event(uid)
-        with self.calendar() as calendar:
-            calendar.delete(href, etag)
-
     def room_records(self) -> list[dict[str, object]]:
         """Live Nexudus records of the room, in start order."""
         return sorted(
@@ -156,3 +168,20 @@ def utc(value: object) -> datetime:
 def hours(n: float) -> timedelta:
     """Shorthand."""
     return timedelta(hours=n)
+
+
+class PortalRequestWorld(PortalCalDavWorld, CalendarRequests):
+    """A portal room taking requests from its calendar (``direction = "both"``)."""
+
+    def write_config(self) -> None:
+        """The portal world's config with the room taking requests."""
+        super().write_config()
+        self.config_path.write_text(self.config_path.read_text() + 'direction = "both"\n')
+
+    def room_bookings(self) -> list[tuple[datetime, datetime, str | None]]:
+        """(start, end, notes) of the room's portal bookings, in start order."""
+        return sorted(
+            (b.start, b.end, b.notes)
+            for b in self.emulator.bookings()
+            if b.resource_id == self.resource
+        )

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from bridge.sync.intake import RequestIntake
-from tests.e2e.request_world import RequestWorld, hours, request_ics, utc
+from tests.e2e.request_world import (
+    PortalRequestWorld,
+    RequestWorld,
+    hours,
+    request_ics,
+    utc,
+)
 from tests.plugins.caldav_servers import CalDAVServer
 
 
@@ -24,8 +30,8 @@ class Killed(BaseException):
     """Stands for SIGKILL: nothing after it runs, no handler catches it."""
 
 
-def _room_answer(world: RequestWorld, uid: str) -> list[str]:
-    _href, _etag, calendar = world.event(uid)
+def _room_answer(world: RequestWorld | PortalRequestWorld, uid: str) -> list[str]:
+    _href, _etag, calendar = world.request_event(uid)
     answers = []
     for event in calendar.walk("VEVENT"):
         listed = event["ATTENDEE"]
@@ -35,8 +41,8 @@ def _room_answer(world: RequestWorld, uid: str) -> list[str]:
     return answers
 
 
-def _comment(world: RequestWorld, uid: str) -> str:
-    _href, _etag, calendar = world.event(uid)
+def _comment(world: RequestWorld | PortalRequestWorld, uid: str) -> str:
+    _href, _etag, calendar = world.request_event(uid)
     return str(calendar.walk("VEVENT")[0].get("COMMENT", ""))
 
 
@@ -50,7 +56,7 @@ def test_free_slot_request_becomes_a_tagged_booking(world: RequestWorld):
         (start, start + hours(1))
     ]
     assert records[0]["SystemId"] == "roombridge:meet-1@client"
-    _href, _etag, calendar = world.event("meet-1@client")
+    _href, _etag, calendar = world.request_event("meet-1@client")
     master = calendar.walk("VEVENT")[0]
     assert str(master["X-ROOMBRIDGE-KEY"]) == str(records[0]["Id"])
     assert _room_answer(world, "meet-1@client") == ["ACCEPTED"]
@@ -86,7 +92,7 @@ def test_plain_collection_event_without_room_attendee_is_cancelled(world: Reques
     world.sync()
     world.invite("solo@client", taken, taken + hours(1), room=False)
     world.sync()
-    _href, _etag, calendar = world.event("solo@client")
+    _href, _etag, calendar = world.request_event("solo@client")
     event = calendar.walk("VEVENT")[0]
     assert str(event["STATUS"]) == "CANCELLED"
     assert "the room is booked" in str(event["COMMENT"])
@@ -136,7 +142,7 @@ def test_calendar_move_and_refused_move(world: RequestWorld):
     world.edit("move@client", request_ics("move@client", blocker, blocker + hours(1)))
     outcome = world.sync()
     assert outcome.code == 0, outcome.document
-    _href, _etag, calendar = world.event("move@client")
+    _href, _etag, calendar = world.request_event("move@client")
     event = calendar.walk("VEVENT")[0]
     assert utc(event.decoded("DTSTART")) == later
     assert "change refused" in str(event["COMMENT"])
@@ -299,7 +305,7 @@ def test_endless_series_is_extended_as_the_window_moves_and_cancelled_whole(
     starts = [utc(r["FromTime"]) for r in _mine(world, "endless@client")]
     assert starts == [first, first + week, first + 2 * week, first + 4 * week]
     assert _room_answer(world, "endless@client") == ["ACCEPTED", "DECLINED"]
-    [declined] = [e for e in world.event("endless@client")[2].walk("VEVENT")
+    [declined] = [e for e in world.request_event("endless@client")[2].walk("VEVENT")
                   if "RECURRENCE-ID" in e]
     assert utc(declined.decoded("RECURRENCE-ID")) == first + 3 * week
     assert "the room is booked" in str(declined["COMMENT"])
@@ -312,3 +318,47 @@ def test_endless_series_is_extended_as_the_window_moves_and_cancelled_whole(
     assert world.sync_at(later + hours(1)).ok
     assert _mine(world, "endless@client") == []
     assert len(world.room_records()) == 1
+
+
+# ----- the members portal (api = "portal"): its own availability call first ---------------------
+
+
+@pytest.fixture
+def portal_world(
+    caldav_server: CalDAVServer, tmp_path: Path, state_url: str
+) -> Iterator[PortalRequestWorld]:
+    """A portal room taking requests, on each CalDAV server and state store."""
+    with PortalRequestWorld(caldav_server, tmp_path, state_url=state_url).running() as running:
+        assert isinstance(running, PortalRequestWorld)
+        yield running
+
+
+def test_portal_request_is_searched_booked_and_withdrawn(portal_world: PortalRequestWorld):
+    world = portal_world
+    start = world.now + timedelta(days=2, hours=3)
+    world.invite("portal-1@client", start, start + hours(1))
+    outcome = world.sync()
+    assert outcome.code == 0, outcome.document
+    assert world.room_bookings() == [(start, start + hours(1), "roombridge:portal-1@client")]
+    assert world.emulator.request_counts()["GET /{language}/bookings/search"] == 1
+    assert _room_answer(world, "portal-1@client") == ["ACCEPTED"]
+    for _ in range(2):
+        assert world.sync().code == 0
+    assert len(world.room_bookings()) == 1
+    assert [uid for _href, uid, _ics in world.objects() if uid.startswith("roombridge-")] == []
+    world.remove("portal-1@client")
+    assert world.sync().code == 0
+    assert world.room_bookings() == []
+
+
+def test_portal_refusal_declines_with_the_portals_reason(portal_world: PortalRequestWorld):
+    world = portal_world
+    start = world.now - timedelta(days=2)
+    world.invite("portal-late@client", start, start + hours(1))
+    outcome = world.sync()
+    assert outcome.code == 0, outcome.document
+    assert outcome.room["declined"] == 1
+    assert world.room_bookings() == []
+    assert _room_answer(world, "portal-late@client") == ["DECLINED"]
+    assert _comment(world, "portal-late@client") == "Bookings cannot be made in the past."
+    assert world.emulator.request_counts()["POST /{language}/bookings/newBookingJson"] == 0
