@@ -29,7 +29,7 @@ from bridge.providers.errors import ProviderConflict, ProviderNotFound, Provider
 from bridge.providers.nexudus import parse_nexudus_time
 from bridge.providers.nexudus_portal import NexudusPortalClient
 from bridge.sources.nexudus_portal import local_range
-from bridge.sources.writers import Refused, refusal_reason
+from bridge.sources.writers import Refused, extension_part, refusal_reason
 from mappings.expansion import expand
 
 #: The portal's code for a slot that has already begun: nothing left to book.
@@ -72,9 +72,9 @@ class NexudusPortalWriter:
         self, room: Room, booking: Booking, marker: str, since: datetime, window: Window
     ) -> list[str]:
         """Book the occurrences from ``since`` that have no marked booking yet."""
-        if since >= window.end:
+        part = extension_part(since, window)
+        if part is None:
             return []
-        part = Window(since, window.end)
         existing = {
             _start_of(item, room): str(item["id"])
             for item in self._marked_items(room, marker, part)

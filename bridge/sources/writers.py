@@ -54,6 +54,11 @@ class Refused(BridgeError):
         self.reason = reason
 
 
+def extension_part(since: datetime, window: Window) -> Window | None:
+    """The part of ``window`` from ``since`` on, where a windowed series is extended."""
+    return Window(since, window.end) if since < window.end else None
+
+
 def request_marker(uid: str) -> str:
     """The provider-side marker of a calendar request (its event UID)."""
     return f"roombridge:{uid}"[:MAX_MARKER]
@@ -146,9 +151,9 @@ class NexudusWriter:
         self, room: Room, booking: Booking, marker: str, since: datetime, window: Window
     ) -> list[str]:
         """Single bookings for the occurrences from ``since`` that carry no record yet."""
-        if since >= window.end:
+        part = extension_part(since, window)
+        if part is None:
             return []
-        part = Window(since, window.end)
         existing = [
             record
             for record in self.client.list_bookings(room.resource, window=part)
