@@ -312,7 +312,9 @@ class RequestIntake:
         self, decision: Extend, obj: StoredObject, window: Window, outcome: IntakeOutcome
     ) -> None:
         """Book a windowed series' newly covered occurrences; decline those that cannot be."""
-        assert isinstance(self.writer, WindowedWriter) and obj.ics is not None
+        assert obj.ics is not None
+        if not isinstance(self.writer, WindowedWriter):
+            raise BridgeError(f"{self.writer.name} cannot extend a series booked in parts")
         accepted = decision.accepted
         declined, reason = decision.declined, decision.reason
         try:
