@@ -540,10 +540,23 @@ def booking_to_create_bodies(
                 "to create its occurrences one by one",
                 field="RRULE",
             )
+        return occurrence_create_bodies(booking, window)
+
+
+def occurrence_create_bodies(
+    booking: Booking, window: Window, since: datetime | None = None
+) -> list[dict[str, object]]:
+    """One create body per live occurrence of the booking in ``window``, as single bookings.
+
+    With ``since``, occurrences starting before it are left out: they belong to the part of a
+    series an earlier, narrower window already covered (the window's end is that ``since``).
+    """
+    with _naming(booking.key):
         return [
             _occurrence_body(booking, occurrence)
             for occurrence in expand(booking, window)
             if occurrence.status.is_live
+            and (since is None or occurrence.start.astimezone(UTC) >= since.astimezone(UTC))
         ]
 
 

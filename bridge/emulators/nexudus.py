@@ -22,7 +22,11 @@ Where the documentation is silent the emulator picks one reading and says so her
 - a series always contains the requested booking itself, plus every rule date after it up to
   ``RepeatUntil`` (a local date, inclusive); ``Monthly``/``Yearly`` clamp to the month's last
   day like .NET's ``AddMonths`` (31 Jan → 28 Feb → 31 Mar);
-- ``*Local`` times are written without a zone suffix.
+- ``*Local`` times are written without a zone suffix;
+- coworkers (customers) are listed at ``GET /api/spaces/coworkers`` with the same envelope;
+  ``Coworker_Email`` is an equality filter that ignores case, like every text filter here. A
+  booking created (or re-assigned by a PUT) with a ``CoworkerId`` that is no coworker is a 400
+  on ``CoworkerId``; a valid one fills ``CoworkerFullName``.
 """
 
 from __future__ import annotations
@@ -687,6 +691,18 @@ BUSINESS_QUERY = EntityQuery(
     ranges={"UpdatedOn": ("UpdatedOn", Kind.INSTANT)},
     fields=frozenset({"Id", "Name", "UpdatedOn", "CreatedOn"}),
 )
+COWORKER_QUERY = EntityQuery(
+    "Coworker",
+    equality={
+        "Email": ("Email", Kind.TEXT),
+        "FullName": ("FullName", Kind.TEXT),
+        "CompanyName": ("CompanyName", Kind.TEXT),
+        "CoworkerType": ("CoworkerType", Kind.INT),
+        "Active": ("Active", Kind.BOOL),
+    },
+    ranges={"UpdatedOn": ("UpdatedOn", Kind.INSTANT), "CreatedOn": ("CreatedOn", Kind.INSTANT)},
+    fields=frozenset({"Id", "FullName", "Email", "CompanyName", "UpdatedOn", "CreatedOn"}),
+)
 ZONE_QUERY = EntityQuery(
     "SimpleTimeZone",
     equality={"Name": ("Name", Kind.TEXT)},
@@ -832,6 +848,7 @@ class NexudusData:
         self._rng = random.Random(seed)
         self.businesses: dict[int, Record] = {}
         self.resources: dict[int, Record] = {}
+        self.coworkers: dict[int, Record] = {}
         self.bookings: dict[int, Record] = {}
         self.cancelled: dict[int, Record] = {}
         self._ids = itertools.count(1_040_000_001)
@@ -902,6 +919,24 @@ class NexudusData:
         }
         return key
 
+    def add_coworker(self, full_name: str, email: str, extra: Record) -> int:
+        """Store a coworker (an individual customer)."""
+        key = self.next_id()
+        now = self.clock.now()
+        self.coworkers[key] = {
+            "Id": key,
+            "UniqueId": self.new_guid(),
+            "CoworkerType": 1,
+            "FullName": full_name,
+            "Email": email,
+            "CompanyName": None,
+            "Active": True,
+            "CreatedOn": now,
+            "UpdatedOn": now,
+            **extra,
+        }
+        return key
+
     # -- reads
 
     def render_booking(self, record: Record, *, partial: bool) -> Record:
@@ -930,6 +965,7 @@ class NexudusData:
         _check_required(body, ("ResourceId", "FromTime", "ToTime"))
         _check_types(body)
         resource_id = self._resource_id(body)
+        self._check_coworker(body)
         start, end = _span_of(body)
         zone = self.zone_of_resource(resource_id)
         repeat = self._repeat_settings(body, start, zone)
@@ -952,6 +988,17 @@ class NexudusData:
         if resource_id not in self.resources:
             raise validation_problem(("ResourceId", "is not a valid resource", resource_id))
         return resource_id
+
+    def _check_coworker(self, body: Mapping[str, Any]) -> None:
+        """A body's CoworkerId, when set, must be a coworker (400 on CoworkerId otherwise)."""
+        coworker_id = body.get("CoworkerId")
+        if coworker_id is not None and coworker_id not in self.coworkers:
+            raise validation_problem(("CoworkerId", "is not a valid customer", coworker_id))
+
+    def coworker_name(self, body: Mapping[str, Any]) -> str | None:
+        """The full name of the body's coworker (seeded bookings may name one directly)."""
+        coworker = self.coworkers.get(body.get("CoworkerId") or 0)
+        return coworker["FullName"] if coworker else body.get("CoworkerFullName")
 
     def _repeat_settings(self, body: Mapping[str, Any], start: datetime, zone: ZoneInfo) -> Record:
         """The create-only repeat fields this booking will carry."""
@@ -1020,7 +1067,7 @@ class NexudusData:
             **repeat,
             "ResourceId": resource_id,
             "ResourceName": self.resources[resource_id]["Name"],
-            "CoworkerFullName": body.get("CoworkerFullName"),
+            "CoworkerFullName": self.coworker_name(body),
             "FromTime": start,
             "ToTime": end,
             "Online": False,
@@ -1043,6 +1090,8 @@ class NexudusData:
         target = self.booking_or_404(int(body["Id"]))
         action = self._update_action(body["WhichBookingsToUpdate"])
         resource_id = self._resource_id(body)
+        if body.get("CoworkerId") != target["CoworkerId"]:
+            self._check_coworker(body)
         start, end = _span_of(body)
         zone = self.zone_of_resource(resource_id)
         moves = [
@@ -1110,7 +1159,8 @@ class NexudusData:
             {
                 "ResourceId": resource_id,
                 "ResourceName": self.resources[resource_id]["Name"],
-                "CoworkerFullName": None if changed else record["CoworkerFullName"],
+                "CoworkerFullName": self.coworker_name(body) if changed
+                else record["CoworkerFullName"],
                 "FromTime": move.start,
                 "ToTime": move.end,
                 "UpdatedOn": self.clock.now(),
@@ -1317,6 +1367,11 @@ class NexudusEmulator:
         with self._lock:
             return self.data.add_resource(name, business_id, resource_id, fields)
 
+    def add_coworker(self, full_name: str, email: str, **fields: Any) -> int:
+        """Seed a coworker (customer) with an email address; returns its Id."""
+        with self._lock:
+            return self.data.add_coworker(full_name, email, fields)
+
     def seed_booking(
         self,
         resource_id: int,
@@ -1463,6 +1518,8 @@ class NexudusEmulator:
             ),
             Route("/api/spaces/resources", self._resource_list, methods=["GET"]),
             Route("/api/spaces/resources/{resource_id:int}", self._resource_one, methods=["GET"]),
+            Route("/api/spaces/coworkers", self._coworker_list, methods=["GET"]),
+            Route("/api/spaces/coworkers/{coworker_id:int}", self._coworker_one, methods=["GET"]),
             Route("/api/sys/businesses", self._business_list, methods=["GET"]),
             Route("/api/sys/businesses/{business_id:int}", self._business_one, methods=["GET"]),
             Route("/api/sys/simpletimezones", self._zone_list, methods=["GET"]),
@@ -1543,6 +1600,14 @@ class NexudusEmulator:
     async def _resource_one(self, request: Request) -> Response:
         """``GET /api/spaces/resources/{id}``."""
         return self._simple_one(request, self.data.resources, "resource_id")
+
+    async def _coworker_list(self, request: Request) -> Response:
+        """``GET /api/spaces/coworkers``."""
+        return self._simple_list(request, self.data.coworkers, COWORKER_QUERY)
+
+    async def _coworker_one(self, request: Request) -> Response:
+        """``GET /api/spaces/coworkers/{id}``."""
+        return self._simple_one(request, self.data.coworkers, "coworker_id")
 
     async def _business_list(self, request: Request) -> Response:
         """``GET /api/sys/businesses``."""

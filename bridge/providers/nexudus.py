@@ -6,6 +6,7 @@ It returns Nexudus's own JSON records; turning them into canonical bookings is t
 - auth: a bearer token from ``POST /api/token`` (password grant), refreshed with its refresh
   token shortly before it expires, renewed once on a 401; or HTTP Basic;
 - listing with the ``Records`` envelope, ``page``/``size`` paging and ``Booking_*`` filters;
+  coworkers (customers) looked up by email with ``Coworker_Email``;
 - pacing to the documented limits and retries through :mod:`bridge.providers.http`;
 - every failure as a typed :mod:`bridge.providers.errors` exception whose text never holds the
   password or a token.
@@ -233,6 +234,20 @@ class NexudusClient:
         if since is not None:
             params["from_CancelledBooking_CancelledOn"] = filter_minute(since - self._margin)
         yield from self._records("/api/spaces/cancelledbookings", params, "list cancelled")
+
+    def coworkers_by_email(self, email: str) -> list[Record]:
+        """The coworkers (customers) whose ``Email`` is ``email``, ignoring case.
+
+        The ``Coworker_Email`` filter narrows the listing; the exact comparison is made here
+        too, so a tenant whose filter matches loosely (a substring) cannot bill a stranger.
+        """
+        wanted = email.strip().lower()
+        params = {"Coworker_Email": email.strip(), "orderby": "Id"}
+        return [
+            record
+            for record in self._records("/api/spaces/coworkers", params, "list coworkers")
+            if str(record.get("Email") or "").strip().lower() == wanted
+        ]
 
     def get_booking(self, booking_id: int) -> Record:
         """The full record of one booking."""

@@ -11,7 +11,9 @@ the I/O, in an order that survives a SIGKILL anywhere:
 4. links (origin CALENDAR), the accepted event (``request:<uid>``) and the snapshot entry are
    recorded in one transaction, and the intent dropped.
 
-The accepted event text is kept so a refused calendar edit can be put back as it was.
+The accepted event text is kept so a refused calendar edit can be put back as it was, together
+with the horizon of a series booked only inside a window (``through``), from which later
+passes extend it; an extension is recorded like a create, after the provider writes.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 
 import icalendar
 
 from bridge.calendars.base import CalendarBackend, RemoteObject
 from bridge.calendars.caldav import declined_ics, set_room_answer
 from bridge.errors import BridgeError
-from bridge.model import Room, Window
-from bridge.sources.writers import BookingWriter, Refused, request_marker
+from bridge.model import Booking, Room, Window
+from bridge.sources.writers import BookingWriter, Refused, WindowedWriter, request_marker
 from bridge.state.store import CalendarObject as StoredObject
 from bridge.state.store import LinkOrigin, ObjectOrigin, StateStore
 from bridge.sync.requests import (
@@ -38,10 +41,12 @@ from bridge.sync.requests import (
     Decision,
     Decline,
     DropOccurrences,
+    Extend,
     ProviderCancelled,
     Revert,
     RoomPolicy,
     Withdraw,
+    blocked_spans,
     plan_requests,
 )
 from mappings.errors import MappingError
@@ -52,6 +57,15 @@ ACCEPTED = "request:"
 DECLINED = "declined:"
 
 PROVIDER_CANCELLED = "cancelled in the booking system"
+
+
+class _Keep(Enum):
+    """Leave the stored horizon of an accepted request as it is."""
+
+    THROUGH = "keep"
+
+
+KEEP = _Keep.THROUGH
 
 
 @dataclass(slots=True)
@@ -202,7 +216,7 @@ class RequestIntake:
             ics = str(stored["ics"]).encode()
             request = request_of(self.room, uid, ics)
             accepted[uid] = Accepted(uid, tuple(sorted(booking_keys)), stored["hash"],
-                                     request.booking)
+                                     request.booking, _through(stored))
         return accepted
 
     def _recover(
@@ -214,7 +228,10 @@ class RequestIntake:
         keys = self.writer.find(self.room, request_marker(request.uid), window)
         if not keys:
             return None
-        return self._accept(request, obj, keys, (), "", outcome)
+        # The interrupted pass's window is unknown: extend from this one's start (the
+        # extension skips what is already booked).
+        through = window.start if self._horizon(request.booking, window) else None
+        return self._accept(request, obj, keys, (), "", outcome, through)
 
     # ----- applying ------------------------------------------------------------------------
 
@@ -234,6 +251,8 @@ class RequestIntake:
             self._change(decision, obj, window, outcome)
         elif isinstance(decision, Revert):
             self._revert(decision.accepted, obj, decision.reason, outcome)
+        elif isinstance(decision, Extend):
+            self._extend(decision, obj, window, outcome)
         elif isinstance(decision, DropOccurrences):
             self.writer.cancel_occurrences(self.room, decision.accepted.keys, decision.starts)
             self._remember(decision.accepted.uid, decision.accepted.keys, obj)
@@ -256,7 +275,8 @@ class RequestIntake:
             self._decline(uid, obj, exc.reason, outcome)
             self.store.set_cursor(self.room.id, INTENT + uid, None, self.clock())
             return
-        self._accept(decision.request, obj, keys, decision.declined, decision.reason, outcome)
+        self._accept(decision.request, obj, keys, decision.declined, decision.reason, outcome,
+                     self._horizon(decision.booking, window))
         outcome.created += 1
         if decision.declined:
             outcome.declined += 1
@@ -269,6 +289,7 @@ class RequestIntake:
         declined: Sequence[datetime],
         reason: str,
         outcome: IntakeOutcome,
+        through: datetime | None = None,
     ) -> Accepted:
         """Tag the event with its keys (declining ``declined`` occurrences) and link it."""
         assert obj.ics is not None
@@ -276,9 +297,41 @@ class RequestIntake:
         if declined:
             ics = declined_ics(ics, reason, declined)
         written = self._write(obj, ics, outcome)
-        self._remember(request.uid, keys, written)
+        self._remember(request.uid, keys, written, through)
         stored = request_of(self.room, request.uid, written.ics or b"")
-        return Accepted(request.uid, tuple(sorted(keys)), stored.content_hash, stored.booking)
+        return Accepted(request.uid, tuple(sorted(keys)), stored.content_hash, stored.booking,
+                        through)
+
+    def _horizon(self, booking: Booking, window: Window) -> datetime | None:
+        """Where the writer's bookings of ``booking`` made in ``window`` stop covering it."""
+        if isinstance(self.writer, WindowedWriter):
+            return self.writer.horizon(booking, window)
+        return None
+
+    def _extend(
+        self, decision: Extend, obj: StoredObject, window: Window, outcome: IntakeOutcome
+    ) -> None:
+        """Book a windowed series' newly covered occurrences; decline those that cannot be."""
+        assert obj.ics is not None
+        if not isinstance(self.writer, WindowedWriter):
+            raise BridgeError(f"{self.writer.name} cannot extend a series booked in parts")
+        accepted = decision.accepted
+        declined, reason = decision.declined, decision.reason
+        try:
+            keys = self.writer.extend(self.room, decision.booking, request_marker(accepted.uid),
+                                      decision.since, window)
+        except Refused as exc:
+            keys = []
+            spans = blocked_spans(decision.booking, Window(decision.since, window.end), "")
+            declined = tuple(sorted({*declined, *(s.booked_start for s in spans
+                                                  if s.booked_start >= decision.since)}))
+            reason = f"occurrences declined: {exc.reason}"
+        written = obj
+        if declined:
+            written = self._write(obj, declined_ics(obj.ics, reason, declined), outcome)
+            outcome.declined += 1
+        self._remember(accepted.uid, sorted({*accepted.keys, *keys}), written, window.end)
+        outcome.updated += 1
 
     def _change(
         self, decision: Change, obj: StoredObject, window: Window, outcome: IntakeOutcome
@@ -296,7 +349,8 @@ class RequestIntake:
         if set(keys) == set(accepted.keys):
             self._remember(accepted.uid, keys, obj)
         else:
-            self._accept(decision.request, obj, keys, (), "", outcome)
+            self._accept(decision.request, obj, keys, (), "", outcome,
+                         self._horizon(decision.booking, window))
         outcome.updated += 1
 
     def _revert(
@@ -350,10 +404,22 @@ class RequestIntake:
         self.store.put_calendar_object(stored)
         return stored
 
-    def _remember(self, uid: str, keys: Sequence[str], obj: StoredObject) -> None:
+    def _remember(
+        self,
+        uid: str,
+        keys: Sequence[str],
+        obj: StoredObject,
+        through: datetime | _Keep | None = KEEP,
+    ) -> None:
         """Links of the event to its bookings and the accepted text, in one transaction."""
         assert obj.ics is not None
-        record = json.dumps({"hash": obj.content_hash, "ics": obj.ics.decode()})
+        if through is KEEP:
+            previous = self.store.get_cursor(self.room.id, ACCEPTED + uid)
+            through = _through(json.loads(previous)) if previous else None
+        document: dict[str, str | None] = {"hash": obj.content_hash, "ics": obj.ics.decode()}
+        if through is not None:
+            document["through"] = through.isoformat()
+        record = json.dumps(document)
         now = self.clock()
         with self.store.transaction():
             for key in keys:
@@ -370,6 +436,12 @@ class RequestIntake:
             for key in accepted.keys:
                 self.store.forget(self.room.id, key, accepted.uid)
             self.store.set_cursor(self.room.id, ACCEPTED + accepted.uid, None, self.clock())
+
+
+def _through(stored: dict[str, object]) -> datetime | None:
+    """The horizon kept in an accepted record, if any."""
+    value = stored.get("through")
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 def _uid_of(decision: Decision) -> str:

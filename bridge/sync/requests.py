@@ -16,6 +16,10 @@ The rules:
   free edit becomes a provider update, a refused one is reverted; occurrences the calendar
   removed are cancelled in the provider; a deleted or cancelled event withdraws the booking;
 * a provider-side cancellation of an accepted request's bookings cancels the event;
+* an accepted series the provider holds only up to a horizon (single bookings made inside an
+  earlier window) is extended, unchanged, once the window reaches past that horizon: its
+  occurrences starting from the horizon are checked like new ones, and only the clashing
+  ones declined;
 * a decline reason says when the room is taken, never by whom.
 """
 
@@ -55,12 +59,17 @@ class CalendarRequest:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A request the bridge turned into provider bookings: their keys and the accepted event."""
+    """A request the bridge turned into provider bookings: their keys and the accepted event.
+
+    ``through`` is where the provider bookings stop covering a series that was booked only
+    inside a window (None: they cover it whole).
+    """
 
     uid: str
     keys: tuple[str, ...]
     content_hash: str
     booking: Booking
+    through: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +118,18 @@ class DropOccurrences:
 
 
 @dataclass(frozen=True, slots=True)
+class Extend:
+    """Book an accepted series' occurrences from ``since`` (``declined`` ones left out)."""
+
+    request: CalendarRequest
+    accepted: Accepted
+    booking: Booking
+    since: datetime
+    declined: tuple[datetime, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Withdraw:
     """The event was deleted or cancelled in the calendar: cancel its provider bookings."""
 
@@ -123,7 +144,9 @@ class ProviderCancelled:
     accepted: Accepted
 
 
-Decision = Book | Decline | Change | Revert | DropOccurrences | Withdraw | ProviderCancelled
+Decision = (
+    Book | Decline | Change | Revert | DropOccurrences | Extend | Withdraw | ProviderCancelled
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +303,7 @@ def _plan_accepted(
     if not any(key in known and known[key].status.is_live for key in accepted.keys):
         return ProviderCancelled(request, accepted)
     if request.content_hash == accepted.content_hash:
-        return None
+        return _plan_extension(request, accepted, busy, policy)
     booking = with_room_buffers(request.booking, policy.default_buffers)
     if not booking.status.is_live or request.declined_by_room:
         return Withdraw(accepted)
@@ -293,6 +316,33 @@ def _plan_accepted(
     if clashes:
         return Revert(request, accepted, _reason(clashes[0], booking.timezone))
     return Change(request, accepted, booking)
+
+
+def _plan_extension(
+    request: CalendarRequest, accepted: Accepted, busy: Sequence[Span], policy: RoomPolicy
+) -> Extend | None:
+    """Extend a windowed series whose horizon the window has passed, if it recurs there."""
+    window = policy.window
+    if accepted.through is None or accepted.through >= window.end:
+        return None
+    since = max(accepted.through, window.start)
+    booking = with_room_buffers(request.booking, policy.default_buffers)
+    spans = [
+        span
+        for span in blocked_spans(booking, Window(since, window.end), request.uid)
+        if span.booked_start >= since
+    ]
+    if not spans:
+        return None
+    clashes = _conflicts(spans, busy, frozenset(accepted.keys) | {request.uid})
+    if not clashes:
+        return Extend(request, accepted, booking, since)
+    starts = tuple(wanted.booked_start for wanted, _ in clashes)
+    detail = "; ".join(_reason(clash, booking.timezone) for clash in clashes)
+    return Extend(
+        request, accepted, without_occurrences(booking, starts), since, starts,
+        f"occurrences declined: {detail}",
+    )
 
 
 def _dropped_only(

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import icalendar
 
 from bridge.calendars.base import RemoteObject
-from tests.e2e.world import World
+from bridge.calendars.caldav import CalDAVCalendar
+from bridge.config import load_config
+from bridge.runtime import Runtime
+from bridge.sync.engine import PassOptions, RoomResult
+from tests.e2e.nexudus_portal_world import PortalCalDavWorld
+from tests.e2e.world import PASSWORD, World
 from tests.plugins.caldav_servers import CalDAVServer
 
 ROOM_ADDRESS = "mailto:callisto@rooms.example.com"
+ORGANIZER = "ada@example.com"
 
 
 def request_ics(
@@ -24,8 +32,10 @@ def request_ics(
     exdates: tuple[datetime, ...] = (),
     room: bool = True,
     created: datetime | None = None,
+    organizer: str = ORGANIZER,
+    attendees: tuple[str, ...] = (),
 ) -> bytes:
-    """An event as a calendar client writes it when inviting the room."""
+    """An event as a calendar client writes it when inviting the room (and ``attendees``)."""
     event = icalendar.Event()
     event.add("UID", uid)
     event.add("DTSTAMP", datetime(2024, 1, 1, tzinfo=UTC))
@@ -37,9 +47,14 @@ def request_ics(
         event.add("RRULE", icalendar.vRecur.from_ical(rrule))
     for exdate in exdates:
         event.add("EXDATE", exdate.astimezone(UTC))
-    organizer = icalendar.vCalAddress("mailto:ada@example.com")
-    organizer.params["CN"] = "Ada"
-    event.add("ORGANIZER", organizer)
+    address = icalendar.vCalAddress(f"mailto:{organizer}")
+    address.params["CN"] = organizer.split("@")[0].title()
+    event.add("ORGANIZER", address)
+    for email in attendees:
+        person = icalendar.vCalAddress(f"mailto:{email}")
+        person.params["CUTYPE"] = "INDIVIDUAL"
+        person.params["PARTSTAT"] = "NEEDS-ACTION"
+        event.add("ATTENDEE", person)
     if room:
         attendee = icalendar.vCalAddress(ROOM_ADDRESS)
         attendee.params["CUTYPE"] = "ROOM"
@@ -52,7 +67,40 @@ def request_ics(
     return bytes(calendar.to_ical())
 
 
-class RequestWorld(World):
+class CalendarRequests:
+    """Organizers acting in the room collection: invite the room, edit, delete.
+
+    Mixed into a world that provides ``calendar()``, the adapter on the room's collection.
+    """
+
+    calendar: Callable[[], CalDAVCalendar]
+
+    def invite(self, uid: str, start: datetime, end: datetime, **fields: object) -> RemoteObject:
+        """A person invites the room to a meeting from their calendar client."""
+        with self.calendar() as calendar:
+            return calendar.create(uid, request_ics(uid, start, end, **fields))  # type: ignore[arg-type]
+
+    def request_event(self, uid: str) -> tuple[str, str | None, icalendar.Calendar]:
+        """(href, etag, parsed calendar) of a foreign event."""
+        with self.calendar() as calendar:
+            found = calendar.find_by_uid(uid)
+        assert found is not None, f"event {uid} is gone"
+        return found.href, found.etag, icalendar.Calendar.from_ical(found.ics)
+
+    def edit(self, uid: str, ics: bytes) -> None:
+        """The organizer changes the event."""
+        href, etag, _ = self.request_event(uid)
+        with self.calendar() as calendar:
+            calendar.update(href, ics, etag)
+
+    def remove(self, uid: str) -> None:
+        """The organizer deletes the event."""
+        href, etag, _ = self.request_event(uid)
+        with self.calendar() as calendar:
+            calendar.delete(href, etag)
+
+
+class RequestWorld(World, CalendarRequests):
     """The room takes requests from its calendar (``direction = "both"``) with room buffers."""
 
     def __init__(
@@ -63,45 +111,39 @@ class RequestWorld(World):
         state_url: str | None = None,
         buffer_before: str = "15m",
         buffer_after: str = "15m",
+        default_customer: str | None = None,
+        future_days: int = 365,
     ) -> None:
         super().__init__(server, workdir, state_url=state_url)
         self.buffer_before = buffer_before
         self.buffer_after = buffer_after
+        self.default_customer = default_customer
+        self.future_days = future_days
+        # The usual organizer is a Nexudus customer, so her requests can be billed.
+        self.ada = self.emulator.add_coworker("Ada Lovelace", ORGANIZER)
 
     def write_config(self) -> None:
         """The base config plus the request settings of the room."""
         super().write_config()
         text = self.config_path.read_text()
+        text = text.replace("future_days = 365", f"future_days = {self.future_days}")
         text += (
             'direction = "both"\n'
             f'buffer_before = "{self.buffer_before}"\n'
             f'buffer_after = "{self.buffer_after}"\n'
         )
+        if self.default_customer is not None:
+            text += f'default_customer = "{self.default_customer}"\n'
         self.config_path.write_text(text)
 
-    def invite(self, uid: str, start: datetime, end: datetime, **fields: object) -> RemoteObject:
-        """A person invites the room to a meeting from their calendar client."""
-        with self.calendar() as calendar:
-            return calendar.create(uid, request_ics(uid, start, end, **fields))  # type: ignore[arg-type]
-
-    def event(self, uid: str) -> tuple[str, str | None, icalendar.Calendar]:
-        """(href, etag, parsed calendar) of a foreign event."""
-        with self.calendar() as calendar:
-            found = calendar.find_by_uid(uid)
-        assert found is not None, f"event {uid} is gone"
-        return found.href, found.etag, icalendar.Calendar.from_ical(found.ics)
-
-    def edit(self, uid: str, ics: bytes) -> None:
-        """The organizer changes the event."""
-        href, etag, _ = self.event(uid)
-        with self.calendar() as calendar:
-            calendar.update(href, ics, etag)
-
-    def remove(self, uid: str) -> None:
-        """The organizer deletes the event."""
-        href, etag, _ = self.event(uid)
-        with self.calendar() as calendar:
-            calendar.delete(href, etag)
+    def sync_at(self, now: datetime) -> RoomResult:
+        """One pass of the room as if the bridge's clock (and Nexudus's) read ``now``."""
+        self.emulator.set_clock(now)
+        os.environ["E2E_NEXUDUS_PASSWORD"] = PASSWORD
+        config = load_config(self.config_path)
+        with Runtime(config, clock=lambda: now) as runtime:
+            options = PassOptions(window=runtime.window(), max_deletions=50)
+            return runtime.sync_room(config.rooms[0], options)
 
     def room_records(self) -> list[dict[str, object]]:
         """Live Nexudus records of the room, in start order."""
@@ -126,3 +168,20 @@ def utc(value: object) -> datetime:
 def hours(n: float) -> timedelta:
     """Shorthand."""
     return timedelta(hours=n)
+
+
+class PortalRequestWorld(PortalCalDavWorld, CalendarRequests):
+    """A portal room taking requests from its calendar (``direction = "both"``)."""
+
+    def write_config(self) -> None:
+        """The portal world's config with the room taking requests."""
+        super().write_config()
+        self.config_path.write_text(self.config_path.read_text() + 'direction = "both"\n')
+
+    def room_bookings(self) -> list[tuple[datetime, datetime, str | None]]:
+        """(start, end, notes) of the room's portal bookings, in start order."""
+        return sorted(
+            (b.start, b.end, b.notes)
+            for b in self.emulator.bookings()
+            if b.resource_id == self.resource
+        )

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from bridge.sync.intake import RequestIntake
-from tests.e2e.request_world import RequestWorld, hours, request_ics, utc
+from tests.e2e.request_world import (
+    PortalRequestWorld,
+    RequestWorld,
+    hours,
+    request_ics,
+    utc,
+)
 from tests.plugins.caldav_servers import CalDAVServer
 
 
@@ -24,17 +30,19 @@ class Killed(BaseException):
     """Stands for SIGKILL: nothing after it runs, no handler catches it."""
 
 
-def _room_answer(world: RequestWorld, uid: str) -> list[str]:
-    _href, _etag, calendar = world.event(uid)
+def _room_answer(world: RequestWorld | PortalRequestWorld, uid: str) -> list[str]:
+    _href, _etag, calendar = world.request_event(uid)
     answers = []
     for event in calendar.walk("VEVENT"):
-        attendee = event["ATTENDEE"]
-        answers.append(str(attendee.params["PARTSTAT"]))
+        listed = event["ATTENDEE"]
+        for attendee in listed if isinstance(listed, list) else [listed]:
+            if attendee.params.get("CUTYPE") == "ROOM":
+                answers.append(str(attendee.params["PARTSTAT"]))
     return answers
 
 
-def _comment(world: RequestWorld, uid: str) -> str:
-    _href, _etag, calendar = world.event(uid)
+def _comment(world: RequestWorld | PortalRequestWorld, uid: str) -> str:
+    _href, _etag, calendar = world.request_event(uid)
     return str(calendar.walk("VEVENT")[0].get("COMMENT", ""))
 
 
@@ -48,7 +56,7 @@ def test_free_slot_request_becomes_a_tagged_booking(world: RequestWorld):
         (start, start + hours(1))
     ]
     assert records[0]["SystemId"] == "roombridge:meet-1@client"
-    _href, _etag, calendar = world.event("meet-1@client")
+    _href, _etag, calendar = world.request_event("meet-1@client")
     master = calendar.walk("VEVENT")[0]
     assert str(master["X-ROOMBRIDGE-KEY"]) == str(records[0]["Id"])
     assert _room_answer(world, "meet-1@client") == ["ACCEPTED"]
@@ -84,7 +92,7 @@ def test_plain_collection_event_without_room_attendee_is_cancelled(world: Reques
     world.sync()
     world.invite("solo@client", taken, taken + hours(1), room=False)
     world.sync()
-    _href, _etag, calendar = world.event("solo@client")
+    _href, _etag, calendar = world.request_event("solo@client")
     event = calendar.walk("VEVENT")[0]
     assert str(event["STATUS"]) == "CANCELLED"
     assert "the room is booked" in str(event["COMMENT"])
@@ -134,7 +142,7 @@ def test_calendar_move_and_refused_move(world: RequestWorld):
     world.edit("move@client", request_ics("move@client", blocker, blocker + hours(1)))
     outcome = world.sync()
     assert outcome.code == 0, outcome.document
-    _href, _etag, calendar = world.event("move@client")
+    _href, _etag, calendar = world.request_event("move@client")
     event = calendar.walk("VEVENT")[0]
     assert utc(event.decoded("DTSTART")) == later
     assert "change refused" in str(event["COMMENT"])
@@ -193,3 +201,164 @@ def test_crash_between_provider_create_and_tag_books_once(
     assert _room_answer(world, "crash@client") == ["ACCEPTED"]
     assert world.sync().room["declined"] == 0
     assert len(world.room_records()) == 1
+
+
+# ----- who is billed ---------------------------------------------------------------------------
+
+
+def _mine(world: RequestWorld, uid: str) -> list[dict[str, object]]:
+    return [r for r in world.room_records() if r["SystemId"] == f"roombridge:{uid}"]
+
+
+def test_organizer_is_billed_as_the_coworker_with_her_email(world: RequestWorld):
+    start = world.now + timedelta(days=1, hours=4)
+    world.invite("billed@client", start, start + hours(1))
+    assert world.sync().code == 0
+    [record] = _mine(world, "billed@client")
+    assert record["CoworkerId"] == world.ada
+    assert record["CoworkerFullName"] == "Ada Lovelace"
+
+
+def test_first_attendee_who_is_a_coworker_is_billed(world: RequestWorld):
+    bob = world.emulator.add_coworker("Bob Builder", "bob@example.com")
+    world.emulator.add_coworker("Cy Later", "cy@example.com")
+    start = world.now + timedelta(days=1, hours=5)
+    world.invite(
+        "guest@client", start, start + hours(1),
+        organizer="visitor@elsewhere.org", attendees=("nobody@elsewhere.org", "BOB@example.com",
+                                                      "cy@example.com"),
+    )
+    assert world.sync().code == 0
+    [record] = _mine(world, "guest@client")
+    assert record["CoworkerId"] == bob
+    assert _room_answer(world, "guest@client") == ["ACCEPTED"]
+
+
+def test_nobody_to_bill_declines_without_naming_anyone_else(world: RequestWorld):
+    world.emulator.add_coworker("Zed Secret", "zed@example.com")
+    start = world.now + timedelta(days=2, hours=5)
+    world.invite(
+        "stranger@client", start, start + hours(1),
+        organizer="stranger@elsewhere.org", attendees=("friend@elsewhere.org",),
+    )
+    outcome = world.sync()
+    assert outcome.code == 0, outcome.document
+    assert outcome.room["declined"] == 1
+    assert _mine(world, "stranger@client") == []
+    assert _room_answer(world, "stranger@client") == ["DECLINED"]
+    comment = _comment(world, "stranger@client")
+    assert comment.startswith("no Nexudus customer for stranger@elsewhere.org")
+    assert "Zed" not in comment and "zed@" not in comment and "friend@" not in comment
+    assert world.sync().room["declined"] == 0
+
+
+def test_default_customer_is_billed_when_no_coworker_matches(
+    caldav_server: CalDAVServer, tmp_path: Path, state_url: str
+):
+    desk = RequestWorld(caldav_server, tmp_path, state_url=state_url)
+    house = desk.emulator.add_coworker("Front Desk", "desk@acme.example")
+    desk.default_customer = str(house)
+    with desk.running() as world:
+        start = world.now + timedelta(days=1, hours=6)
+        world.invite("walkin@client", start, start + hours(1), organizer="walkin@elsewhere.org")
+        assert world.sync().code == 0
+        [record] = _mine(world, "walkin@client")
+        assert record["CoworkerId"] == house
+        # A coworker's own request is still billed to her, not to the house account.
+        later = start + timedelta(days=1)
+        world.invite("ada-own@client", later, later + hours(1))
+        assert world.sync().code == 0
+        assert [r["CoworkerId"] for r in _mine(world, "ada-own@client")] == [world.ada]
+
+
+# ----- a series Nexudus cannot hold: single bookings inside the moving window ------------------
+
+
+@pytest.fixture
+def short_world(
+    caldav_server: CalDAVServer, tmp_path: Path, state_url: str
+) -> Iterator[RequestWorld]:
+    """A room whose window reaches 20 days ahead, so an endless series is booked in parts."""
+    world = RequestWorld(caldav_server, tmp_path, state_url=state_url, future_days=20)
+    with world.running() as running:
+        yield running
+
+
+def test_endless_series_is_extended_as_the_window_moves_and_cancelled_whole(
+    short_world: RequestWorld,
+):
+    world = short_world
+    first = world.now + timedelta(days=1, hours=3)
+    week = timedelta(days=7)
+    world.invite("endless@client", first, first + hours(1), rrule="FREQ=WEEKLY")
+    assert world.sync_at(world.now).ok
+    # Inside now + 20 days: three weeks of singles (Nexudus cannot hold an endless series).
+    starts = [utc(r["FromTime"]) for r in _mine(world, "endless@client")]
+    assert starts == [first, first + week, first + 2 * week]
+    assert all(not r["RepeatSeriesUniqueId"] for r in _mine(world, "endless@client"))
+    # Someone books the slot of week 4 before the window reaches it.
+    world.book(first + 3 * week)
+    # Two weeks later the window reaches 34 days ahead: weeks 3 and 4 are newly covered.
+    later = world.now + 2 * week
+    result = world.sync_at(later)
+    assert result.ok, result.errors
+    starts = [utc(r["FromTime"]) for r in _mine(world, "endless@client")]
+    assert starts == [first, first + week, first + 2 * week, first + 4 * week]
+    assert _room_answer(world, "endless@client") == ["ACCEPTED", "DECLINED"]
+    [declined] = [e for e in world.request_event("endless@client")[2].walk("VEVENT")
+                  if "RECURRENCE-ID" in e]
+    assert utc(declined.decoded("RECURRENCE-ID")) == first + 3 * week
+    assert "the room is booked" in str(declined["COMMENT"])
+    # Passes at the same time, and an hour on, book nothing twice.
+    for moment in (later, later + hours(1)):
+        assert world.sync_at(moment).ok
+        assert len(_mine(world, "endless@client")) == 4
+    # Deleting the series cancels every booking made for it, early and late ones alike.
+    world.remove("endless@client")
+    assert world.sync_at(later + hours(1)).ok
+    assert _mine(world, "endless@client") == []
+    assert len(world.room_records()) == 1
+
+
+# ----- the members portal (api = "portal"): its own availability call first ---------------------
+
+
+@pytest.fixture
+def portal_world(
+    caldav_server: CalDAVServer, tmp_path: Path, state_url: str
+) -> Iterator[PortalRequestWorld]:
+    """A portal room taking requests, on each CalDAV server and state store."""
+    with PortalRequestWorld(caldav_server, tmp_path, state_url=state_url).running() as running:
+        assert isinstance(running, PortalRequestWorld)
+        yield running
+
+
+def test_portal_request_is_searched_booked_and_withdrawn(portal_world: PortalRequestWorld):
+    world = portal_world
+    start = world.now + timedelta(days=2, hours=3)
+    world.invite("portal-1@client", start, start + hours(1))
+    outcome = world.sync()
+    assert outcome.code == 0, outcome.document
+    assert world.room_bookings() == [(start, start + hours(1), "roombridge:portal-1@client")]
+    assert world.emulator.request_counts()["GET /{language}/bookings/search"] == 1
+    assert _room_answer(world, "portal-1@client") == ["ACCEPTED"]
+    for _ in range(2):
+        assert world.sync().code == 0
+    assert len(world.room_bookings()) == 1
+    assert [uid for _href, uid, _ics in world.objects() if uid.startswith("roombridge-")] == []
+    world.remove("portal-1@client")
+    assert world.sync().code == 0
+    assert world.room_bookings() == []
+
+
+def test_portal_refusal_declines_with_the_portals_reason(portal_world: PortalRequestWorld):
+    world = portal_world
+    start = world.now - timedelta(days=2)
+    world.invite("portal-late@client", start, start + hours(1))
+    outcome = world.sync()
+    assert outcome.code == 0, outcome.document
+    assert outcome.room["declined"] == 1
+    assert world.room_bookings() == []
+    assert _room_answer(world, "portal-late@client") == ["DECLINED"]
+    assert _comment(world, "portal-late@client") == "Bookings cannot be made in the past."
+    assert world.emulator.request_counts()["POST /{language}/bookings/newBookingJson"] == 0

@@ -639,6 +639,57 @@ def test_time_zone_chain_is_served(nexudus: NexudusWorld) -> None:
     assert [r["Id"] for r in listed["Records"]] == [room]
 
 
+# ----- coworkers (customers) ---------------------------------------------------------------------
+
+
+def test_coworkers_are_listed_with_the_envelope_and_the_email_filter(
+    nexudus: NexudusWorld,
+) -> None:
+    ada = nexudus.emulator.add_coworker("Ada Lovelace", "ada@example.com")
+    for index in range(4):
+        nexudus.emulator.add_coworker(f"Member {index}", f"member{index}@example.com")
+    with http(nexudus) as client:
+        matched = client.get("/api/spaces/coworkers", params={"Coworker_Email": "ADA@example.com"})
+        partial = client.get("/api/spaces/coworkers", params={"Coworker_Email": "example.com"})
+        page = client.get("/api/spaces/coworkers", params={"page": 2, "size": 2}).json()
+        one = client.get(f"/api/spaces/coworkers/{ada}")
+        missing = client.get("/api/spaces/coworkers/1")
+        wrong = client.get("/api/spaces/coworkers", params={"Coworker_Mail": "x"})
+    assert [(r["Id"], r["FullName"]) for r in matched.json()["Records"]] == [(ada, "Ada Lovelace")]
+    assert matched.json()["TotalItems"] == 1
+    # A substring is not a match: the filter compares whole addresses.
+    assert partial.json()["Records"] == []
+    assert (page["TotalItems"], page["TotalPages"], len(page["Records"])) == (5, 3, 2)
+    assert page["HasNextPage"] is True and page["HasPreviousPage"] is True
+    assert one.status_code == 200 and one.json()["Email"] == "ada@example.com"
+    assert missing.status_code == 404
+    assert wrong.status_code == 400
+
+
+def test_coworkers_need_authentication(nexudus: NexudusWorld) -> None:
+    assert httpx.get(f"{nexudus.base_url}/api/spaces/coworkers").status_code == 401
+
+
+def test_booking_coworker_must_exist_and_lends_its_name(nexudus: NexudusWorld) -> None:
+    ada = nexudus.emulator.add_coworker("Ada Lovelace", "ada@example.com")
+    with http(nexudus) as client:
+        unknown = client.post("/api/spaces/bookings", json=booking_body(
+            nexudus.room_id, "2025-03-11T09:00:00Z", "2025-03-11T10:00:00Z", CoworkerId=4242,
+        ))
+        made = client.post("/api/spaces/bookings", json=booking_body(
+            nexudus.room_id, "2025-03-11T09:00:00Z", "2025-03-11T10:00:00Z", CoworkerId=ada,
+        ))
+        record = client.get(f"/api/spaces/bookings/{made.json()['Value']['Id']}").json()
+        reassigned = client.put("/api/spaces/bookings", json={
+            **record, "CoworkerId": 4242, "WhichBookingsToUpdate": 1,
+        })
+    assert unknown.status_code == 400
+    assert unknown.json()["Errors"][0]["PropertyName"] == "CoworkerId"
+    assert record["CoworkerId"] == ada and record["CoworkerFullName"] == "Ada Lovelace"
+    assert reassigned.status_code == 400
+    assert nexudus.emulator.booking(record["Id"])["CoworkerId"] == ada
+
+
 def test_unsupported_zone_cannot_be_seeded() -> None:
     with pytest.raises(ValueError, match="unsupported"):
         NexudusEmulator().add_business("Mars", time_zone="Olympus Mons Standard Time")

@@ -376,6 +376,26 @@ def test_create_single_booking(nexudus: NexudusWorld, nexudus_client: NexudusCli
     assert stored["RepeatSeriesUniqueId"] is None
 
 
+# ----- coworkers ---------------------------------------------------------------------------------
+
+
+def test_coworkers_by_email_filters_pages_and_compares_exactly(
+    nexudus: NexudusWorld, make_nexudus_client: MakeClient
+) -> None:
+    first = nexudus.emulator.add_coworker("Ada Lovelace", "ada@example.com")
+    for index in range(5):
+        nexudus.emulator.add_coworker(f"Member {index}", f"member{index}@example.com")
+    twin = nexudus.emulator.add_coworker("Ada (company)", "Ada@Example.com")
+    client = make_nexudus_client(page_size=1)
+    found = client.coworkers_by_email(" ada@EXAMPLE.com ")
+    assert [record["Id"] for record in found] == [first, twin]
+    assert client.coworkers_by_email("nobody@example.com") == []
+    queries = [r.query for r in nexudus.emulator.requests if r.route == "/api/spaces/coworkers"]
+    assert ("Coworker_Email", "ada@EXAMPLE.com") in queries[0]
+    # Two matches at one per page: two pages, then the empty lookup.
+    assert len(queries) == 3
+
+
 # ----- update and delete -------------------------------------------------------------------------
 
 

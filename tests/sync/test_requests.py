@@ -16,6 +16,7 @@ from bridge.sync.requests import (
     Change,
     Decline,
     DropOccurrences,
+    Extend,
     ProviderCancelled,
     Revert,
     RoomPolicy,
@@ -139,6 +140,45 @@ def test_provider_cancellation_cancels_the_event():
     current = CalendarRequest("r", booking("r", at(10)), "hash-accepted")
     (decision,) = plan_requests([current], done, [], POLICY)
     assert isinstance(decision, ProviderCancelled)
+
+
+def windowed(through: datetime | None) -> tuple[CalendarRequest, dict[str, Accepted], Booking]:
+    """An endless daily request accepted as singles up to ``through``, and its first single."""
+    daily = Recurrence(rrule="FREQ=DAILY")
+    current = CalendarRequest("r", booking("r", at(10), recurrence=daily), "hash-accepted")
+    done = Accepted("r", ("k1",), "hash-accepted", booking("r", at(10), recurrence=daily),
+                    through)
+    return current, {"r": done}, booking("k1", at(10))
+
+
+def test_windowed_series_extends_from_its_horizon_declining_only_clashes():
+    current, done, mine = windowed(WINDOW.end - timedelta(days=3))
+    # 10:00 in London is 09:00 UTC by then; one of the three new days is taken.
+    clash = datetime(2025, 4, 30, 9, tzinfo=UTC)
+    taken = booking("b1", clash)
+    (decision,) = plan_requests([current], done, [mine, taken], POLICY)
+    assert isinstance(decision, Extend)
+    assert decision.since == WINDOW.end - timedelta(days=3)
+    assert decision.declined == (clash,)
+    assert decision.reason == "occurrences declined: the room is booked 2025-04-30 10:00\u201311:00"
+    excluded = decision.booking.recurrence.exdates if decision.booking.recurrence else ()
+    assert [e.astimezone(UTC) for e in excluded] == [clash]
+
+
+def test_series_covered_whole_or_up_to_the_window_is_not_extended():
+    for through in (None, WINDOW.end, WINDOW.end + timedelta(days=1)):
+        current, done, mine = windowed(through)
+        assert plan_requests([current], done, [mine], POLICY) == ()
+
+
+def test_an_extension_waits_for_an_edit_to_be_settled_first():
+    current, done, mine = windowed(WINDOW.end - timedelta(days=3))
+    moved = CalendarRequest("r", booking("r", at(11), recurrence=Recurrence(rrule="FREQ=DAILY")),
+                            "hash-edited")
+    (decision,) = plan_requests([moved], done, [mine], POLICY)
+    assert isinstance(decision, Change)  # and no Extend of the old shape alongside it
+    (unchanged,) = plan_requests([current], done, [mine], POLICY)
+    assert isinstance(unchanged, Extend) and unchanged.declined == ()
 
 
 @settings(max_examples=150, deadline=None)
