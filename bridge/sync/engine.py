@@ -21,6 +21,7 @@ from datetime import datetime
 
 from bridge.calendars.base import (
     AlreadyExists,
+    AnsweringCalendar,
     CalendarBackend,
     ChangeSet,
     NotFound,
@@ -148,7 +149,11 @@ class RoomSync:
     @property
     def takes_requests(self) -> bool:
         """Whether events made in the room calendar become provider bookings."""
-        return self.writer is not None and self.room.direction in ("both", "from-calendar")
+        return (
+            self.writer is not None
+            and self.room.direction in ("both", "from-calendar")
+            and isinstance(self.calendar, AnsweringCalendar)
+        )
 
     # ----- the pass ------------------------------------------------------------------------
 
@@ -186,7 +191,7 @@ class RoomSync:
 
     def _intake(self, options: PassOptions, result: RoomResult) -> bool:
         """Turn the calendar's booking requests into provider bookings or declines."""
-        assert self.calendar is not None and self.writer is not None
+        assert isinstance(self.calendar, AnsweringCalendar) and self.writer is not None
         intake = RequestIntake(self.room, self.calendar, self.writer, self.store, clock=self.clock)
         outcome: IntakeOutcome = intake.run(options.window)
         result.created += outcome.created

@@ -7,11 +7,25 @@ the I/O, in an order that survives a SIGKILL anywhere:
 1. an intent (``intent:<uid>``) is stored in its own transaction before the provider create;
 2. the provider create carries a marker of the event UID, so after a crash the next pass finds
    the booking (``BookingWriter.find``) and adopts it instead of booking the room again;
-3. the event is tagged (X-ROOMBRIDGE-PROVIDER/KEY, the room's answer) with If-Match;
+3. the room accepts the event and tags it with the booking keys, with If-Match
+   (:class:`~bridge.calendars.base.RequestAnswers`: CalDAV rewrites the event; Google patches
+   the room's attendee entry and private properties on its copy; Graph sets an extended
+   property on the room's copy and POSTs ``accept``);
 4. links (origin CALENDAR), the accepted event (``request:<uid>``) and the snapshot entry are
    recorded in one transaction, and the intent dropped.
 
-The accepted event text is kept so a refused calendar edit can be put back as it was.
+Calendars are only written through that interface, so every backend gets the same rules.
+
+A refused edit (a move onto a taken slot): where the room may rewrite the event (CalDAV,
+``can_restore``) the accepted version is put back with the reason, and the booking stays.
+Google and Microsoft 365 hold the organizer's meeting, which the room cannot rewrite; there
+the room declines the edited meeting with the reason and the provider booking it held is
+cancelled: a meeting the room declined must not keep the room booked, and the organizer sees
+at once that the new time is not theirs. The calendar is answered first, so a crash between
+the two leaves a declined request whose booking the next pass withdraws.
+
+The accepted event, as read back after the answer, is kept so that the echo of our own answer
+is no change, and a refused edit can be put back as it was.
 """
 
 from __future__ import annotations
@@ -23,8 +37,7 @@ from datetime import datetime
 
 import icalendar
 
-from bridge.calendars.base import CalendarBackend, RemoteObject
-from bridge.calendars.caldav import declined_ics, set_room_answer
+from bridge.calendars.base import AnsweringCalendar, RemoteObject
 from bridge.errors import BridgeError
 from bridge.model import Room, Window
 from bridge.sources.writers import BookingWriter, Refused, request_marker
@@ -45,7 +58,7 @@ from bridge.sync.requests import (
     plan_requests,
 )
 from mappings.errors import MappingError
-from mappings.ical import X_KEY, X_PROVIDER, calendar_to_bookings, content_hash
+from mappings.ical import calendar_to_bookings, content_hash
 
 INTENT = "intent:"
 ACCEPTED = "request:"
@@ -64,27 +77,6 @@ class IntakeOutcome:
     declined: int = 0
     wrote: bool = False
     errors: list[str] = field(default_factory=list)
-
-
-def tagged_ics(ics: bytes, provider: str, keys: Sequence[str]) -> bytes:
-    """The event's text tagged with its provider booking keys, accepted by the room."""
-    calendar = icalendar.Calendar.from_ical(ics)
-    for event in calendar.walk("VEVENT"):
-        for name in (X_PROVIDER, X_KEY):
-            event.pop(name, None)
-        event.add(X_PROVIDER, provider)
-        event.add(X_KEY, ",".join(keys))
-        set_room_answer(event, "ACCEPTED")
-    return bytes(calendar.to_ical())
-
-
-def with_comment(ics: bytes, comment: str) -> bytes:
-    """The event's text with ``comment`` as its COMMENT (the reason of a revert)."""
-    calendar = icalendar.Calendar.from_ical(ics)
-    for event in calendar.walk("VEVENT"):
-        event.pop("COMMENT", None)
-        event.add("COMMENT", comment)
-    return bytes(calendar.to_ical())
 
 
 def request_of(
@@ -135,7 +127,7 @@ class RequestIntake:
     def __init__(
         self,
         room: Room,
-        calendar: CalendarBackend,
+        calendar: AnsweringCalendar,
         writer: BookingWriter,
         store: StateStore,
         *,
@@ -270,12 +262,13 @@ class RequestIntake:
         reason: str,
         outcome: IntakeOutcome,
     ) -> Accepted:
-        """Tag the event with its keys (declining ``declined`` occurrences) and link it."""
-        assert obj.ics is not None
-        ics = tagged_ics(obj.ics, self.writer.name, keys)
-        if declined:
-            ics = declined_ics(ics, reason, declined)
-        written = self._write(obj, ics, outcome)
+        """Accept and tag the event with its keys (declining ``declined`` occurrences), link it."""
+        remote = self.calendar.accept(
+            obj.href, obj.etag, provider=self.writer.name, keys=keys, declined=declined,
+            reason=reason,
+        )
+        outcome.wrote = True
+        written = self._stored_after(obj, remote)
         self._remember(request.uid, keys, written)
         stored = request_of(self.room, request.uid, written.ics or b"")
         return Accepted(request.uid, tuple(sorted(keys)), stored.content_hash, stored.booking)
@@ -302,24 +295,34 @@ class RequestIntake:
     def _revert(
         self, accepted: Accepted, obj: StoredObject, reason: str, outcome: IntakeOutcome
     ) -> None:
-        """Put the event back as it was accepted, saying why."""
+        """Refuse an edit: put the event back as accepted, or decline it and release the room."""
+        why = f"change refused: {reason}"
+        if not self.calendar.can_restore:
+            self._decline(accepted.uid, obj, why, outcome)
+            self.writer.cancel(self.room, accepted.keys)
+            self._forget(accepted)
+            outcome.deleted += 1
+            return
         record = self.store.get_cursor(self.room.id, ACCEPTED + accepted.uid)
         assert record is not None
-        ics = with_comment(str(json.loads(record)["ics"]).encode(), f"change refused: {reason}")
-        written = self._write(obj, ics, outcome)
+        ics = str(json.loads(record)["ics"]).encode()
+        remote = self.calendar.restore(obj.href, obj.etag, ics, reason=why)
+        outcome.wrote = True
+        written = self._stored_after(obj, remote)
         self._remember(accepted.uid, accepted.keys, written)
         outcome.declined += 1
 
     def _decline(self, uid: str, obj: StoredObject, reason: str, outcome: IntakeOutcome) -> None:
         """Decline the event as the room and remember not to look at it again."""
-        decline = getattr(self.calendar, "decline", None)
-        if decline is None:
-            raise BridgeError(f"the calendar cannot decline events ({reason})")
-        remote = decline(obj.href, obj.etag, comment=reason)
-        written = self._stored_after(obj, remote if isinstance(remote, RemoteObject) else None)
-        self.store.set_cursor(self.room.id, DECLINED + uid, written.content_hash, self.clock())
+        remote = self.calendar.decline(obj.href, obj.etag, reason=reason)
         outcome.declined += 1
         outcome.wrote = True
+        if remote is None:  # the backend took the declined meeting out of the room's calendar
+            self.store.delete_calendar_object(self.room.id, obj.href)
+            digest = obj.content_hash
+        else:
+            digest = self._stored_after(obj, remote).content_hash
+        self.store.set_cursor(self.room.id, DECLINED + uid, digest, self.clock())
 
     def _withdraw(self, accepted: Accepted, outcome: IntakeOutcome) -> None:
         """Cancel the provider bookings of a deleted or cancelled event."""
@@ -329,15 +332,9 @@ class RequestIntake:
 
     # ----- recording -----------------------------------------------------------------------
 
-    def _write(self, obj: StoredObject, ics: bytes, outcome: IntakeOutcome) -> StoredObject:
-        """Replace the event (If-Match) and return the snapshot entry of what the server holds."""
-        remote = self.calendar.update(obj.href, ics, obj.etag)
-        outcome.wrote = True
-        return self._stored_after(obj, remote)
-
-    def _stored_after(self, obj: StoredObject, remote: RemoteObject | None) -> StoredObject:
-        """Re-read a written event (servers may rewrite it) and store it in the snapshot."""
-        current = self.calendar.get(remote.href if remote else obj.href)
+    def _stored_after(self, obj: StoredObject, remote: RemoteObject) -> StoredObject:
+        """Re-read an answered event (servers may rewrite it) and store it in the snapshot."""
+        current = self.calendar.get(remote.href)
         stored = StoredObject(
             room_id=self.room.id,
             href=current.href,

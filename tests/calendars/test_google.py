@@ -620,7 +620,7 @@ def test_foreign_events_read_with_their_people_and_can_be_declined(
     room_line = next(a for a in event["ATTENDEE"] if str(a) == f"mailto:{google.room}")
     assert (room_line.params["PARTSTAT"], room_line.params["CUTYPE"]) == ("ACCEPTED", "RESOURCE")
     answered = google_calendar.decline(
-        foreign.href, foreign.etag, comment="Room closed for cleaning"
+        foreign.href, foreign.etag, reason="Room closed for cleaning"
     )
     assert answered.href == foreign.href and answered.etag != foreign.etag
     organizer_view = google.emulator.event(GOOGLE_ADMIN, invitation["id"])
@@ -649,7 +649,7 @@ def test_one_occurrence_of_a_recurring_invitation_can_be_declined(
     (invited,) = google_calendar.read_changes(None).changed
     third = datetime(2025, 3, 19, 9, 0, tzinfo=LONDON)
     declined = google_calendar.decline(
-        invited.href, invited.etag, comment="Deep clean", occurrences=[third]
+        invited.href, invited.etag, reason="Deep clean", occurrences=[third]
     )
     assert declined.etag != invited.etag
     answers = {
@@ -667,14 +667,14 @@ def test_one_occurrence_of_a_recurring_invitation_can_be_declined(
         "2025-03-21": "accepted",
     }
     with pytest.raises(PreconditionFailed):
-        google_calendar.decline(invited.href, invited.etag, comment="stale")
+        google_calendar.decline(invited.href, invited.etag, reason="stale")
 
 
 def test_declining_an_event_without_the_room_is_an_error(google_calendar: GoogleCalendar):
     obj = written(single())[0]
     created = google_calendar.create(obj.uid, obj.ics)
     with pytest.raises(CalendarError, match="not invited"):
-        google_calendar.decline(created.href, created.etag, comment="no room here")
+        google_calendar.decline(created.href, created.etag, reason="no room here")
 
 
 def test_check_reaches_the_calendar(google: GoogleWorld, make_google_calendar: Callable[..., Any]):
