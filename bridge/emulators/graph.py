@@ -443,6 +443,18 @@ class Event:
         return bool(self.live_instances(start, end))
 
 
+@dataclass(frozen=True, slots=True)
+class MeetingReply:
+    """A response a mailbox sent to a meeting's organizer (``original``: one occurrence)."""
+
+    organizer: str
+    event_id: str
+    responder: str
+    original: datetime | None
+    response: str
+    comment: str
+
+
 @dataclass(slots=True)
 class RoomPolicy:
     """The room's calendar processing (``Set-CalendarProcessing``)."""
@@ -601,6 +613,9 @@ class GraphData:
         self.tokens: dict[str, DeltaState] = {}
         self.rounds: dict[str, Round] = {}
         self.pending: list[tuple[str, str]] = []
+        #: Meeting responses sent to organizers (what their inbox shows; Graph has no API
+        #: for the comment on the organizer's side).
+        self.replies: list[MeetingReply] = []
         self.frozen_now = now
         self.replay_rate = 0.0
         self.empty_first_page = False
@@ -876,6 +891,7 @@ class GraphData:
         master.exceptions[original] = instance
         box.touch(occurrence_id(master.id, original))
         self._bump(box, master)
+        self._queue_processing(box, master)
 
     @staticmethod
     def _refuse_crossing(master: Event, original: datetime, new_start: datetime) -> None:
@@ -911,6 +927,7 @@ class GraphData:
             event.exceptions.pop(original, None)
             box.touch(occurrence_id(event.id, original))
             self._bump(box, event)
+            self._queue_processing(box, event)  # the rooms' copies lose the occurrence too
             return
         _check_if_match(if_match, event.change_key)
         del box.events[event.id]
@@ -1139,7 +1156,7 @@ class GraphData:
             if room.room is not None:
                 self._remove_copy(room, event.mailbox, event.id)
 
-    def respond(self, box: Mailbox, event_id: str, verb: str) -> None:
+    def respond(self, box: Mailbox, event_id: str, verb: str, body: Record | None = None) -> None:
         """``accept``/``decline`` a meeting the mailbox received, wholly or one occurrence.
 
         Declining the whole meeting removes the copy; declining an occurrence cancels it in
@@ -1152,6 +1169,12 @@ class GraphData:
                 "Your request can't be completed. You can't respond to a meeting you organized."
             )
         response = "accepted" if verb == "accept" else "declined"
+        body = body or {}
+        if body.get("sendResponse", True):
+            organizer, source = event.meeting_of
+            comment = str(body.get("comment") or "")
+            self.replies.append(MeetingReply(organizer, source, box.address, original, response,
+                                             comment))
         if original is None:
             if response == "declined":
                 del box.events[event.id]
@@ -1461,6 +1484,11 @@ class GraphEmulator:
             }
             return box
 
+    def replies(self, organizer: str) -> list[MeetingReply]:
+        """The meeting responses an organizer received, oldest first."""
+        with self._lock:
+            return [r for r in self.data.replies if r.organizer.lower() == organizer.lower()]
+
     def create_event(self, mailbox: str, body: Record) -> str:
         """Create an event as another client (Outlook, a person) would; returns its id."""
         with self._lock:
@@ -1755,8 +1783,7 @@ class GraphEmulator:
         if len(rest) == 3 and rest[0] == "events" and rest[2] == "instances" and method == "GET":
             return self._instances(request, box, rest[1], how)
         if len(rest) == 3 and rest[0] == "events" and rest[2] in RESPONSES and method == "POST":
-            _json_body(raw)
-            self.data.respond(box, rest[1], rest[2])
+            self.data.respond(box, rest[1], rest[2], _json_body(raw))
             return Response(status_code=202)
         raise GraphProblem(400, "BadRequest", "Resource not found for the segment.")
 

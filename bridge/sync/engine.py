@@ -169,7 +169,9 @@ class RoomSync:
             seen = self._read_calendar(options, result, settle=False)
             intake_wrote = False
             if self.takes_requests and not options.dry_run:
-                intake_wrote = self._intake(options, result)
+                intake = self._intake(options, result)
+                intake_wrote = intake.wrote
+                bookings = [b for b in bookings if b.key not in intake.released]
             if self.room.direction == "from-calendar":
                 if intake_wrote:
                     self._read_calendar(options, result, settle=True)
@@ -189,7 +191,7 @@ class RoomSync:
             result.errors.append(str(exc))
         return self._finish(run_id, result, requests_before)
 
-    def _intake(self, options: PassOptions, result: RoomResult) -> bool:
+    def _intake(self, options: PassOptions, result: RoomResult) -> IntakeOutcome:
         """Turn the calendar's booking requests into provider bookings or declines."""
         assert isinstance(self.calendar, AnsweringCalendar) and self.writer is not None
         intake = RequestIntake(self.room, self.calendar, self.writer, self.store, clock=self.clock)
@@ -201,7 +203,7 @@ class RoomSync:
         if outcome.errors:
             result.ok = False
             result.errors.extend(outcome.errors)
-        return outcome.wrote
+        return outcome
 
     def _calendar_request_count(self) -> int | None:
         """The calendar backend's running HTTP request count, when it keeps one."""

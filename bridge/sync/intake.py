@@ -58,7 +58,7 @@ from bridge.sync.requests import (
     plan_requests,
 )
 from mappings.errors import MappingError
-from mappings.ical import calendar_to_bookings, content_hash
+from mappings.ical import X_KEY, X_PROVIDER, calendar_to_bookings, content_hash
 
 INTENT = "intent:"
 ACCEPTED = "request:"
@@ -77,17 +77,21 @@ class IntakeOutcome:
     declined: int = 0
     wrote: bool = False
     errors: list[str] = field(default_factory=list)
+    #: Provider bookings the intake cancelled: the provider→calendar plan must not restore them.
+    released: set[str] = field(default_factory=set)
 
 
 def request_of(
     room: Room, uid: str, ics: bytes, declined_hash: str | None = None
 ) -> CalendarRequest:
     """A foreign event read as a booking request of the room."""
-    bookings = calendar_to_bookings(ics, provider=room.provider, timezone=room.timezone)
+    calendar = icalendar.Calendar.from_ical(ics)
+    bookings = calendar_to_bookings(
+        _untagged(calendar), provider=room.provider, timezone=room.timezone
+    )
     if not bookings:
         raise ValueError(f"event {uid} holds no VEVENT")
     booking = bookings[0].evolve(provider=room.provider, key=uid, resource=room.resource)
-    calendar = icalendar.Calendar.from_ical(ics)
     masters = [e for e in calendar.walk("VEVENT") if "RECURRENCE-ID" not in e]
     master = masters[0] if masters else calendar.walk("VEVENT")[0]
     digest = content_hash(ics)
@@ -102,6 +106,15 @@ def request_of(
         created=_created(master),
         declined_by_room=answered or not booking.status.is_live or declined_hash == digest,
     )
+
+
+def _untagged(calendar: icalendar.Calendar) -> bytes:
+    """The event without the room's tags: it is read as another client's event, never ours."""
+    untagged = icalendar.Calendar.from_ical(calendar.to_ical())
+    for event in untagged.walk("VEVENT"):
+        for name in (X_PROVIDER, X_KEY):
+            event.pop(name, None)
+    return bytes(untagged.to_ical())
 
 
 def _room_attendees(event: icalendar.cal.Component) -> list[icalendar.vCalAddress]:
@@ -299,9 +312,7 @@ class RequestIntake:
         why = f"change refused: {reason}"
         if not self.calendar.can_restore:
             self._decline(accepted.uid, obj, why, outcome)
-            self.writer.cancel(self.room, accepted.keys)
-            self._forget(accepted)
-            outcome.deleted += 1
+            self._release(accepted, outcome)
             return
         record = self.store.get_cursor(self.room.id, ACCEPTED + accepted.uid)
         assert record is not None
@@ -326,8 +337,13 @@ class RequestIntake:
 
     def _withdraw(self, accepted: Accepted, outcome: IntakeOutcome) -> None:
         """Cancel the provider bookings of a deleted or cancelled event."""
+        self._release(accepted, outcome)
+
+    def _release(self, accepted: Accepted, outcome: IntakeOutcome) -> None:
+        """Cancel a request's provider bookings and forget them (links and snapshot)."""
         self.writer.cancel(self.room, accepted.keys)
-        self._forget(accepted)
+        self._forget(accepted, released=True)
+        outcome.released.update(accepted.keys)
         outcome.deleted += 1
 
     # ----- recording -----------------------------------------------------------------------
@@ -361,11 +377,13 @@ class RequestIntake:
             self.store.set_cursor(self.room.id, ACCEPTED + uid, record, now)
             self.store.set_cursor(self.room.id, INTENT + uid, None, now)
 
-    def _forget(self, accepted: Accepted) -> None:
-        """Drop the links and the accepted record of a request."""
+    def _forget(self, accepted: Accepted, *, released: bool = False) -> None:
+        """Drop the links and the accepted record of a request (and released bookings)."""
         with self.store.transaction():
             for key in accepted.keys:
                 self.store.forget(self.room.id, key, accepted.uid)
+                if released:
+                    self.store.delete_provider_booking(self.room.id, key)
             self.store.set_cursor(self.room.id, ACCEPTED + accepted.uid, None, self.clock())
 
 
