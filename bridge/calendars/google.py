@@ -71,9 +71,9 @@ from bridge.calendars.base import (
     RemoteObject,
 )
 from bridge.calendars.google_events import (
-    EventTranslationError,
     PRIVATE_KEYS,
     PRIVATE_PROVIDER,
+    EventTranslationError,
     InstanceChange,
     SeriesWrite,
     event_id_for_uid,

@@ -3,10 +3,10 @@
 It reproduces shared/reference/calendars.md §2.8 item by item:
 
 1. ``/v1.0/users/{idOrUpn}/events`` (list, ``POST`` 201), ``/events/{id}`` (``GET``, ``PATCH``
-   200, ``DELETE`` 204), ``/events/{id}/instances``, ``/events/{id}/decline`` (202),
-   ``/events/{id}/accept`` (202), ``/calendar`` and ``/calendarView``; ``@odata.context``; ``@odata.etag`` = ``W/"<changeKey>"``
-   with the change key bumped on every write (a series master's too when one of its
-   occurrences changes, as Exchange stores exceptions inside the master item). Ids are
+   200, ``DELETE`` 204), ``/events/{id}/instances``, ``/events/{id}/accept`` and ``/decline``
+   (202), ``/calendar`` and ``/calendarView``; ``@odata.context``; ``@odata.etag`` =
+   ``W/"<changeKey>"`` with the change key bumped on every write (a series master's too when
+   one of its occurrences changes, as Exchange stores exceptions inside the master item). Ids are
    standard base64 with ``+``, ``/`` and ``=``: a client must percent-encode them in paths
    (routing reads the raw path, so an unencoded ``/`` is a 404).
 2. ``/calendarView/delta``: ``startDateTime``/``endDateTime`` on the first request only (other

@@ -97,7 +97,7 @@ def request_of(
     digest = content_hash(ics)
     answered = any(
         str(a.params.get("PARTSTAT", "")).upper() == "DECLINED"
-        for a in _room_attendees(master)
+        for a in _own_attendees(master, room)
     )
     return CalendarRequest(
         uid=uid,
@@ -115,6 +115,17 @@ def _untagged(calendar: icalendar.Calendar) -> bytes:
         for name in (X_PROVIDER, X_KEY):
             event.pop(name, None)
     return bytes(untagged.to_ical())
+
+
+def _own_attendees(event: icalendar.cal.Component, room: Room) -> list[icalendar.vCalAddress]:
+    """The attendees standing for this room: its own address if listed, else every room.
+
+    Google and Graph rooms are addressed by their calendar id; a meeting may invite several.
+    """
+    rooms = _room_attendees(event)
+    address = f"mailto:{room.calendar_id or ''}".lower()
+    own = [a for a in rooms if str(a).lower() == address]
+    return own or rooms
 
 
 def _room_attendees(event: icalendar.cal.Component) -> list[icalendar.vCalAddress]:

@@ -670,6 +670,45 @@ def test_one_occurrence_of_a_recurring_invitation_can_be_declined(
         google_calendar.decline(invited.href, invited.etag, reason="stale")
 
 
+def test_the_room_accepts_and_tags_its_copy_read_back_without_churn(
+    google: GoogleWorld,
+    google_calendar: GoogleCalendar,
+    make_google_calendar: Callable[..., GoogleCalendar],
+):
+    invitation = google.emulator.seed_event(
+        GOOGLE_ADMIN,
+        {
+            "summary": "Planning",
+            "start": {"dateTime": "2025-03-20T14:00:00+00:00", "timeZone": "Europe/London"},
+            "end": {"dateTime": "2025-03-20T15:00:00+00:00", "timeZone": "Europe/London"},
+            "attendees": [{"email": GOOGLE_ADMIN}, {"email": google.room, "resource": True}],
+        },
+    )
+    listing = google_calendar.read_changes(None)
+    (invited,) = listing.changed
+    with pytest.raises(PreconditionFailed):
+        google_calendar.accept(invited.href, '"stale"', provider="hq", keys=["41"])
+    accepted = google_calendar.accept(invited.href, invited.etag, provider="hq", keys=["41", "42"])
+    event = icalendar.Calendar.from_ical(accepted.ics).walk("VEVENT")[0]
+    tags = (str(event["X-ROOMBRIDGE-PROVIDER"]), str(event["X-ROOMBRIDGE-KEY"]))
+    assert tags == ("hq", "41\\,42")  # TEXT values escape their commas
+    copy = google.emulator.event(google.room, invitation["id"])
+    assert copy is not None
+    assert copy["extendedProperties"]["private"] == {
+        "roombridgeProvider": "hq", "roombridgeKeys": "41,42"
+    }
+    organizer_view = google.emulator.event(GOOGLE_ADMIN, invitation["id"])
+    assert organizer_view is not None and "extendedProperties" not in organizer_view
+    # Another process reads the tags back, with the same text the answer returned.
+    (again,) = make_google_calendar().read_changes(None).changed
+    assert again.ics == accepted.ics
+    with pytest.raises(CalendarError, match="organizer"):
+        google_calendar.restore(accepted.href, accepted.etag, accepted.ics, reason="no")
+    declined = google_calendar.decline(accepted.href, accepted.etag, reason="change refused")
+    event = icalendar.Calendar.from_ical(declined.ics).walk("VEVENT")[0]
+    assert "X-ROOMBRIDGE-KEY" not in event
+
+
 def test_declining_an_event_without_the_room_is_an_error(google_calendar: GoogleCalendar):
     obj = written(single())[0]
     created = google_calendar.create(obj.uid, obj.ics)

@@ -517,6 +517,47 @@ def test_foreign_events_read_as_their_own_icalendar(
     assert organizer.fields["attendees"][0]["status"]["response"] == "declined"
 
 
+def test_the_room_accepts_tags_and_declines_occurrences_of_a_meeting(
+    office365: Office365Calendar, make_office365: Make, graph: GraphWorld
+):
+    meeting = graph.emulator.create_event(
+        USER,
+        {
+            "subject": "Stand-up",
+            "start": {"dateTime": "2025-03-12T09:00:00", "timeZone": "GMT Standard Time"},
+            "end": {"dateTime": "2025-03-12T09:30:00", "timeZone": "GMT Standard Time"},
+            "recurrence": {
+                "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["wednesday"]},
+                "range": {"type": "numbered", "startDate": "2025-03-12",
+                          "numberOfOccurrences": 4},
+            },
+            "attendees": [{"type": "resource", "emailAddress": {"address": ROOM}}],
+        },
+    )
+    graph.emulator.settle()
+    (read,) = office365.read_changes(None).changed
+    with pytest.raises(PreconditionFailed):
+        office365.accept(read.href, 'W/"stale"', provider="hq", keys=["s-1"])
+    second = datetime(2025, 3, 19, 9, 0, tzinfo=LONDON)
+    accepted = office365.accept(
+        read.href, read.etag, provider="hq", keys=["s-1"], declined=[second], reason="taken"
+    )
+    master = icalendar.Calendar.from_ical(accepted.ics).walk("VEVENT")[0]
+    assert (str(master["X-ROOMBRIDGE-PROVIDER"]), str(master["X-ROOMBRIDGE-KEY"])) == ("hq", "s-1")
+    assert master["EXDATE"].dts[0].dt == second
+    # Another process reads the same text back: the echo of the answer is no change.
+    (again,) = make_office365().read_changes(None).changed
+    assert again.ics == accepted.ics
+    replies = [(r.original, r.response, r.comment) for r in graph.emulator.replies(USER)]
+    assert replies == [(None, "accepted", ""), (second.astimezone(UTC), "declined", "taken")]
+    organizer = next(e for e in graph.emulator.events(USER) if e.id == meeting)
+    assert organizer.fields["attendees"][0]["status"]["response"] == "accepted"
+    with pytest.raises(CalendarError, match="organizer"):
+        office365.restore(accepted.href, accepted.etag, accepted.ics, reason="no")
+    assert office365.decline(accepted.href, reason="change refused") is None
+    assert graph.emulator.events(ROOM) == []
+
+
 def test_rooms_are_listed_and_check_names_them(make_office365: Make):
     room = make_office365()
     (listed,) = room.list_rooms()

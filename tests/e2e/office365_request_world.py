@@ -20,7 +20,7 @@ import icalendar
 from bridge.calendars.office365 import build_office365_calendar
 from bridge.cli import main
 from bridge.config import load_config
-from bridge.emulators.graph import Event, GraphEmulator
+from bridge.emulators.graph import Event
 from bridge.emulators.identity import IdentityEmulator
 from bridge.emulators.server import RunningServer, SwappableApp
 from bridge.sources.writers import request_marker

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import pytest
 
-from bridge.emulators.identity import IdentityEmulator, TlsAddress, TlsFiles
+from bridge.emulators.identity import IdentityEmulator, TlsFiles
 from bridge.emulators.server import RunningServer, SwappableApp
 from bridge.sync.intake import RequestIntake
 from tests.e2e.google_request_world import GoogleRequestWorld

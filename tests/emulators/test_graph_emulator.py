@@ -483,7 +483,8 @@ def test_the_room_accepts_and_tags_its_copy(client: httpx.Client, graph: GraphWo
                           headers={"If-Match": f'W/"{copy.change_key}"'})
     assert tagged.status_code == 200, tagged.text
     before = client.get(f"/users/{USER}/events/{seg(first['id'])}").json()["changeKey"]
-    assert client.post(f"{url}/accept", json={"comment": "", "sendResponse": True}).status_code == 202
+    accepted = client.post(f"{url}/accept", json={"comment": "", "sendResponse": True})
+    assert accepted.status_code == 202
     after = client.get(f"/users/{USER}/events/{seg(first['id'])}").json()
     assert after["attendees"][0]["status"]["response"] == "accepted"
     assert after["changeKey"] != before
@@ -507,6 +508,8 @@ def test_the_room_declines_one_occurrence_and_it_stays_declined(
     second = datetime(2025, 3, 19, 9, 0, tzinfo=UTC)
     occurrence = f"/users/{ROOM}/events/{seg(occurrence_id(copy.id, second))}/decline"
     assert client.post(occurrence, json={"comment": "taken"}).status_code == 202
+    (reply,) = [r for r in graph.emulator.replies(USER) if r.response == "declined"]
+    assert (reply.event_id, reply.original, reply.comment) == (series["id"], second, "taken")
     (copy,) = graph.emulator.events(ROOM)
     assert second not in copy.live_instances(second, second + timedelta(hours=1))
     assert len(copy.live_instances(second - timedelta(days=7), second + timedelta(days=40))) == 5
