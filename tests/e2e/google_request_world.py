@@ -8,24 +8,20 @@ as booking requests and turns them into bookings of a swappable provider
 
 from __future__ import annotations
 
-import io
 import json
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
-from datetime import UTC, datetime, timedelta
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import icalendar
-
 from bridge.calendars.google import GoogleCalendar, RequestBudget, build_google_calendar
-from bridge.cli import main
 from bridge.config import GoogleConfig
 from bridge.emulators.google import GoogleCalendarEmulator, instance_id
 from bridge.sources.writers import request_marker
-from tests.e2e.request_providers import Held, NexudusRequests, RequestProvider
-from tests.e2e.world import SyncOutcome, hour_floor
+from tests.e2e.request_providers import Held, NexudusRequests, RequestProvider, request_room_keys
+from tests.e2e.request_world import booking_tag
+from tests.e2e.world import SyncOutcome, hour_floor, sync_in_process
 
 ADMIN = "rooms-admin@example.com"
 ORGANIZER = "ada@example.com"
@@ -94,23 +90,21 @@ provider = "{self.provider.name}"
 resource = "{self.provider.resource}"
 calendar = "workspace"
 calendar_id = "{self.room}"
-direction = "both"
-buffer_before = "{self.buffers[0]}"
-buffer_after = "{self.buffers[1]}"
 """
+            + request_room_keys(*self.buffers)
         )
 
     def sync(self) -> SyncOutcome:
         """Run ``roombridge sync --json`` in this process."""
-        os.environ.update(self.provider.environment())
-        out = io.StringIO()
-        with redirect_stdout(out):
-            code = main(["sync", "--config", str(self.config_path), "--json"])
-        return SyncOutcome(code, json.loads(out.getvalue()))
+        return sync_in_process(self.config_path, self.provider.environment())
 
     def held(self) -> list[Held]:
         """The provider's live bookings of the room."""
         return self.provider.held()
+
+    def book_taken(self, start: datetime, end: datetime, *, booker: str) -> None:
+        """Someone books the room directly in the provider."""
+        self.provider.book(start, end, booker=booker)
 
     # ----- the organizer, in Google Calendar ------------------------------------------------
 
@@ -176,12 +170,8 @@ buffer_after = "{self.buffers[1]}"
         """The X-ROOMBRIDGE-KEY the bridge's own backend reads on the room's copy."""
         with self.calendar() as calendar:
             listing = calendar.read_changes(None)
-        for remote in listing.changed:
-            if remote.href == meeting:
-                event = icalendar.Calendar.from_ical(remote.ics).walk("VEVENT")[0]
-                value = event.get("X-ROOMBRIDGE-KEY")
-                return None if value is None else str(value)
-        return None
+        found = [remote.ics for remote in listing.changed if remote.href == meeting]
+        return booking_tag(found[0]) if found else None
 
     def calendar_writes(self) -> int:
         """Calendar write requests the Google emulator has answered so far (not token grants)."""
@@ -201,7 +191,3 @@ buffer_after = "{self.buffers[1]}"
         )
         return build_google_calendar(config, self.room, budget=RequestBudget(100_000))
 
-
-def weeks_after(first: datetime, *weeks: int) -> list[datetime]:
-    """``first`` moved on by whole weeks."""
-    return [first + timedelta(days=7 * week) for week in weeks]

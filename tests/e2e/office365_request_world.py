@@ -7,26 +7,21 @@ reads the room's copies as booking requests for Nexudus.
 
 from __future__ import annotations
 
-import io
-import json
 import os
-from contextlib import redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import icalendar
-
 from bridge.calendars.office365 import build_office365_calendar
-from bridge.cli import main
-from bridge.config import load_config
+from bridge.config import Office365Config, load_config
 from bridge.emulators.graph import Event
 from bridge.emulators.identity import IdentityEmulator
 from bridge.emulators.server import RunningServer, SwappableApp
 from bridge.sources.writers import request_marker
 from tests.e2e.office365_world import Office365World
-from tests.e2e.request_providers import Held
-from tests.e2e.world import PASSWORD, SyncOutcome, _utc
+from tests.e2e.request_providers import Held, nexudus_held, request_room_keys
+from tests.e2e.request_world import booking_tag
+from tests.e2e.world import PASSWORD
 from tests.plugins.graph import GRAPH_SECRET, ROOM, USER
 
 WRITES = frozenset({"POST", "PATCH", "DELETE"})
@@ -55,29 +50,12 @@ class Office365RequestWorld(Office365World):
         """The base config plus the request settings of the room."""
         super().write_config()
         text = self.config_path.read_text()
-        text += (
-            'direction = "both"\n'
-            f'buffer_before = "{self.request_buffers[0]}"\n'
-            f'buffer_after = "{self.request_buffers[1]}"\n'
-        )
+        text += request_room_keys(*self.request_buffers)
         self.config_path.write_text(text)
-
-    def sync(self, *args: str) -> SyncOutcome:
-        """Run ``roombridge sync --json`` in this process."""
-        os.environ["E2E_NEXUDUS_PASSWORD"] = PASSWORD
-        os.environ["E2E_M365_SECRET"] = GRAPH_SECRET
-        out = io.StringIO()
-        with redirect_stdout(out):
-            code = main(["sync", "--config", str(self.config_path), "--json", *args])
-        return SyncOutcome(code, json.loads(out.getvalue()))
 
     def held(self) -> list[Held]:
         """Live Nexudus records of the room, in start order."""
-        records = (r for r in self.nexudus.bookings() if r["ResourceId"] == self.resource)
-        return sorted(
-            (Held(_utc(r["FromTime"]), _utc(r["ToTime"]), r.get("SystemId")) for r in records),
-            key=lambda held: (held.start, held.marker or ""),
-        )
+        return nexudus_held(self.nexudus, str(self.resource))
 
     def book_taken(self, start: datetime, end: datetime, *, booker: str) -> None:
         """Someone books the room directly in Nexudus."""
@@ -164,18 +142,15 @@ class Office365RequestWorld(Office365World):
         uid = self._organizer_event(meeting).ical_uid
         os.environ["E2E_M365_SECRET"] = GRAPH_SECRET
         os.environ["E2E_NEXUDUS_PASSWORD"] = PASSWORD
-        config = load_config(self.config_path)
-        calendar = build_office365_calendar(config.calendars["m365"], ROOM)
+        config = load_config(self.config_path).calendars["m365"]
+        assert isinstance(config, Office365Config)
+        calendar = build_office365_calendar(config, ROOM)
         try:
             listing = calendar.read_changes(None)
         finally:
             calendar.close()
-        for remote in listing.changed:
-            if remote.uid == uid:
-                event = icalendar.Calendar.from_ical(remote.ics).walk("VEVENT")[0]
-                value = event.get("X-ROOMBRIDGE-KEY")
-                return None if value is None else str(value)
-        return None
+        found = [remote.ics for remote in listing.changed if remote.uid == uid]
+        return booking_tag(found[0]) if found else None
 
     def calendar_writes(self) -> int:
         """Write requests the Graph emulator has answered so far."""

@@ -57,6 +57,24 @@ class RequestProvider(Protocol):
         ...
 
 
+def request_room_keys(buffer_before: str, buffer_after: str) -> str:
+    """The room keys that make a room take requests from its calendar, with its buffers."""
+    return (
+        'direction = "both"\n'
+        f'buffer_before = "{buffer_before}"\n'
+        f'buffer_after = "{buffer_after}"\n'
+    )
+
+
+def nexudus_held(emulator: NexudusEmulator, resource: str) -> list[Held]:
+    """Live Nexudus records of a resource, in start order, with their request markers."""
+    records = (r for r in emulator.bookings() if str(r["ResourceId"]) == str(resource))
+    return sorted(
+        (Held(_utc(r["FromTime"]), _utc(r["ToTime"]), r.get("SystemId")) for r in records),
+        key=lambda held: (held.start, held.marker or ""),
+    )
+
+
 class NexudusRequests:
     """Nexudus (admin API) behind the room."""
 
@@ -96,8 +114,4 @@ class NexudusRequests:
 
     def held(self) -> list[Held]:
         """Live Nexudus records of the room."""
-        records = (r for r in self.emulator.bookings() if str(r["ResourceId"]) == self.resource)
-        return sorted(
-            (Held(_utc(r["FromTime"]), _utc(r["ToTime"]), r.get("SystemId")) for r in records),
-            key=lambda held: (held.start, held.marker or ""),
-        )
+        return nexudus_held(self.emulator, self.resource)

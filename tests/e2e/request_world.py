@@ -8,6 +8,7 @@ from pathlib import Path
 import icalendar
 
 from bridge.calendars.base import RemoteObject
+from tests.e2e.request_providers import request_room_keys
 from tests.e2e.world import World
 from tests.plugins.caldav_servers import CalDAVServer
 
@@ -72,11 +73,7 @@ class RequestWorld(World):
         """The base config plus the request settings of the room."""
         super().write_config()
         text = self.config_path.read_text()
-        text += (
-            'direction = "both"\n'
-            f'buffer_before = "{self.buffer_before}"\n'
-            f'buffer_after = "{self.buffer_after}"\n'
-        )
+        text += request_room_keys(self.buffer_before, self.buffer_after)
         self.config_path.write_text(text)
 
     def invite(self, uid: str, start: datetime, end: datetime, **fields: object) -> RemoteObject:
@@ -113,6 +110,12 @@ class RequestWorld(World):
     def bridge_objects(self) -> list[str]:
         """UIDs of objects the bridge itself wrote."""
         return [uid for _href, uid, _ics in self.objects() if uid.startswith("roombridge-")]
+
+
+def booking_tag(ics: bytes) -> str | None:
+    """The X-ROOMBRIDGE-KEY an event (as a backend reads it) carries, if any."""
+    value = icalendar.Calendar.from_ical(ics).walk("VEVENT")[0].get("X-ROOMBRIDGE-KEY")
+    return None if value is None else str(value)
 
 
 def utc(value: object) -> datetime:
