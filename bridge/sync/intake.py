@@ -15,6 +15,10 @@ the I/O, in an order that survives a SIGKILL anywhere:
    recorded in one transaction, and the intent dropped.
 
 Calendars are only written through that interface, so every backend gets the same rules.
+On Google and Microsoft 365 the room answers an invitation natively first (it accepts when its
+own calendar, which holds the bridge's copies of provider bookings but not their buffers, is
+free; a meeting it declines never reaches the room's calendar); the bridge's answer, with
+buffers and the provider's own checks, is the last word.
 
 A refused edit (a move onto a taken slot): where the room may rewrite the event (CalDAV,
 ``can_restore``) the accepted version is put back with the reason, and the booking stays.

@@ -3,13 +3,14 @@
 An organizer's meetings are made in the Google emulator as a person would (the room answers
 them natively: it accepts when its own calendar is free); the bridge reads the room's copies
 as booking requests and turns them into bookings of a swappable provider
-(:class:`~tests.e2e.request_providers.RequestProvider`, Nexudus by default).
+(``provider``: a factory of :class:`~tests.e2e.request_providers.RequestProvider` given the
+world's "now"; Nexudus by default).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,14 +38,14 @@ class GoogleRequestWorld:
         self,
         workdir: Path,
         *,
-        provider: RequestProvider | None = None,
+        provider: Callable[[datetime], RequestProvider] = NexudusRequests,
         state_url: str | None = None,
         buffer_before: str = "15m",
         buffer_after: str = "15m",
     ) -> None:
         self.workdir = workdir
         self.now = hour_floor(datetime.now(UTC))
-        self.provider = provider or NexudusRequests(self.now)
+        self.provider = provider(self.now)
         self.google = GoogleCalendarEmulator(seed=11)
         self.google.add_user(ADMIN)
         self.google.add_user(ORGANIZER)

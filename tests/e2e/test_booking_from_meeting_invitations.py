@@ -1,8 +1,8 @@
 """Booking the room by inviting it from Google Calendar or Outlook (Microsoft 365), issue 8.
 
 The same scenarios run for each pair of room calendar and provider: Google × Nexudus and
-Microsoft 365 × Nexudus (the Google world takes any provider, so more pairs are one fixture
-parameter away). The room answers invitations natively first (it accepts when its own
+Microsoft 365 × Nexudus (the Google world takes any provider: another pair is one entry in
+``GOOGLE_PROVIDERS``). The room answers invitations natively first (it accepts when its own
 calendar is free: it knows the bridge's copies of provider bookings, never their buffers);
 the bridge's answer is the last word. What is asserted is what people see: the provider's
 bookings (once, with the request marker), the room's answer and reason on the organizer's
@@ -11,7 +11,7 @@ meeting, and the tags the bridge reads back on the room's copy.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -23,7 +23,7 @@ from bridge.emulators.server import RunningServer, SwappableApp
 from bridge.sync.intake import RequestIntake
 from tests.e2e.google_request_world import GoogleRequestWorld
 from tests.e2e.office365_request_world import Office365RequestWorld
-from tests.e2e.request_providers import Held
+from tests.e2e.request_providers import Held, NexudusRequests, RequestProvider
 from tests.e2e.world import SyncOutcome
 
 BOOKER = "Zed Secret"
@@ -48,16 +48,24 @@ class MeetingWorld(Protocol):
     def calendar_writes(self) -> int: ...
 
 
-@pytest.fixture(params=["google-nexudus", "office365-nexudus"])
+#: Google request worlds by provider (``tests.e2e.request_providers``): one entry per pair.
+GOOGLE_PROVIDERS: dict[str, Callable[[datetime], RequestProvider]] = {
+    "google-nexudus": NexudusRequests,
+}
+
+
+@pytest.fixture(params=[*GOOGLE_PROVIDERS, "office365-nexudus"])
 def world(
     request: pytest.FixtureRequest,
     tmp_path: Path,
     state_url: str,
 ) -> Iterator[MeetingWorld]:
     """One room taking invitations, on each calendar × provider pair and state store."""
-    if request.param == "google-nexudus":
-        with GoogleRequestWorld(tmp_path, state_url=state_url).running() as google:
-            yield google
+    provider = GOOGLE_PROVIDERS.get(request.param)
+    if provider is not None:
+        google = GoogleRequestWorld(tmp_path, provider=provider, state_url=state_url)
+        with google.running() as running:
+            yield running
         return
     graph_server: tuple[SwappableApp, RunningServer] = request.getfixturevalue("graph_server")
     identity, _address = request.getfixturevalue("graph_identity")
@@ -66,8 +74,8 @@ def world(
     office = Office365RequestWorld(
         graph_server, identity, tls.ca_certificate, tmp_path, state_url=state_url
     )
-    with office.running() as running:
-        yield running  # type: ignore[misc]
+    with office.running():
+        yield office
 
 
 class Killed(BaseException):
