@@ -586,7 +586,8 @@ class GoogleCalendar:
         """As the room, accept and tag the copy with its booking keys (private properties).
 
         One PATCH of the room's copy sets its own ``responseStatus`` and the private tags;
-        ``declined`` occurrences are then declined with ``reason``.
+        ``declined`` occurrences are then declined with ``reason``. An event the room
+        organizes (made straight in its calendar) is only tagged: nobody awaits an answer.
         """
         current = self._answerable(href, etag, "accept")
         tags = {PRIVATE_PROVIDER: provider, PRIVATE_KEYS: ",".join(keys)}
@@ -668,20 +669,32 @@ class GoogleCalendar:
         attendees = [dict(a) for a in event.get("attendees", []) if isinstance(a, Mapping)]
         room = self.calendar_id.lower()
         mine = [a for a in attendees if a.get("self") or str(a.get("email", "")).lower() == room]
-        if not mine:
+        body: Json = {}
+        if mine:
+            for attendee in mine:
+                attendee["responseStatus"] = status
+                attendee.pop("comment", None)
+                if comment:
+                    attendee["comment"] = comment
+            body["attendees"] = attendees
+        elif status != "accepted" or not self._organizes(event):
+            # An event written straight into the room calendar has nobody to answer to.
             raise CalendarError(operation, target, None, "the room is not invited to this event")
-        for attendee in mine:
-            attendee["responseStatus"] = status
-            attendee.pop("comment", None)
-            if comment:
-                attendee["comment"] = comment
-        body: Json = {"attendees": attendees}
         if tags:
             body["extendedProperties"] = {"private": dict(tags)}
         request = self._events.patch(
             calendarId=self.calendar_id, eventId=str(event["id"]), body=body, sendUpdates="none"
         )
         return self._execute(operation, target, request, if_match=event.get("etag"))
+
+    def _organizes(self, event: Mapping[str, Any]) -> bool:
+        """Whether the room calendar is the event's organizer (it was made right there)."""
+        organizer = event.get("organizer")
+        if not isinstance(organizer, Mapping):
+            return False
+        return bool(organizer.get("self")) or str(organizer.get("email", "")).lower() == (
+            self.calendar_id.lower()
+        )
 
     def _plan(self, operation: str, uid: str | None, ics: bytes) -> SeriesWrite:
         """The Google writes for an object (a CalendarError when Google cannot hold it)."""

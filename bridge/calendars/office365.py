@@ -910,7 +910,9 @@ class Office365Calendar:
         response = self._send("accept", "PATCH", url, json_body=body, headers=headers)
         if response.status_code != 200:
             raise self._failure("accept", href, response)
-        self._respond(ident, "accept", "")
+        if not self._json(response, "accept").get("isOrganizer"):
+            # A meeting the room received; an event made in its own calendar needs no answer.
+            self._respond(ident, "accept", "")
         for start in declined:
             self._respond(self._occurrence_at(ident, start), "decline", reason)
         self._forget(href)

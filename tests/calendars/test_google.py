@@ -709,6 +709,28 @@ def test_the_room_accepts_and_tags_its_copy_read_back_without_churn(
     assert "X-ROOMBRIDGE-KEY" not in event
 
 
+def test_an_event_made_in_the_room_calendar_is_only_tagged(
+    google: GoogleWorld, google_calendar: GoogleCalendar
+):
+    made = google.emulator.seed_event(
+        google.room,
+        {
+            "summary": "Walk-in",
+            "start": {"dateTime": "2025-03-21T14:00:00+00:00", "timeZone": "Europe/London"},
+            "end": {"dateTime": "2025-03-21T15:00:00+00:00", "timeZone": "Europe/London"},
+        },
+        user=GOOGLE_ADMIN,
+    )
+    (read,) = google_calendar.read_changes(None).changed
+    accepted = google_calendar.accept(read.href, read.etag, provider="hq", keys=["7"])
+    event = icalendar.Calendar.from_ical(accepted.ics).walk("VEVENT")[0]
+    assert str(event["X-ROOMBRIDGE-KEY"]) == "7"
+    stored = google.emulator.event(google.room, made["id"])
+    assert stored is not None and "attendees" not in stored
+    with pytest.raises(CalendarError, match="not invited"):
+        google_calendar.decline(accepted.href, accepted.etag, reason="taken")
+
+
 def test_declining_an_event_without_the_room_is_an_error(google_calendar: GoogleCalendar):
     obj = written(single())[0]
     created = google_calendar.create(obj.uid, obj.ics)

@@ -558,6 +558,24 @@ def test_the_room_accepts_tags_and_declines_occurrences_of_a_meeting(
     assert graph.emulator.events(ROOM) == []
 
 
+def test_an_event_made_in_the_room_mailbox_is_only_tagged(
+    office365: Office365Calendar, graph: GraphWorld
+):
+    graph.emulator.create_event(
+        ROOM,
+        {
+            "subject": "Walk-in",
+            "start": {"dateTime": "2025-03-13T09:00:00", "timeZone": "GMT Standard Time"},
+            "end": {"dateTime": "2025-03-13T10:00:00", "timeZone": "GMT Standard Time"},
+        },
+    )
+    (read,) = office365.read_changes(None).changed
+    accepted = office365.accept(read.href, read.etag, provider="hq", keys=["7"])
+    event = icalendar.Calendar.from_ical(accepted.ics).walk("VEVENT")[0]
+    assert str(event["X-ROOMBRIDGE-KEY"]) == "7"
+    assert graph.emulator.replies(ROOM) == [] and graph.emulator.replies(USER) == []
+
+
 def test_rooms_are_listed_and_check_names_them(make_office365: Make):
     room = make_office365()
     (listed,) = room.list_rooms()
