@@ -8,8 +8,10 @@ etag. Backends speak iCalendar text, so the planner can compare every backend th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 from bridge.errors import BridgeError
 
@@ -100,3 +102,50 @@ class CalendarBackend(Protocol):
     def get(self, href: str) -> RemoteObject:
         """Read one object (raises NotFound)."""
         ...
+
+
+@runtime_checkable
+class RequestAnswers(Protocol):
+    """How a room answers booking requests made in its calendar (events it did not write).
+
+    Each backend answers in its own idiom: CalDAV rewrites the event; Google patches the
+    room's own attendee entry and private extended properties on its copy; Graph sets an
+    extended property on the room mailbox's copy and accepts or declines as the room.
+    """
+
+    #: Whether the room may put an organizer's event back as it was (CalDAV only): where it
+    #: cannot, a refused edit is declined instead.
+    can_restore: bool
+
+    def accept(
+        self,
+        href: str,
+        etag: str | None,
+        *,
+        provider: str,
+        keys: Sequence[str],
+        declined: Sequence[datetime] = (),
+        reason: str = "",
+    ) -> RemoteObject:
+        """Accept as the room, tag with the provider booking keys, decline ``declined``."""
+        ...
+
+    def decline(
+        self,
+        href: str,
+        etag: str | None,
+        *,
+        reason: str,
+        occurrences: Sequence[datetime] = (),
+    ) -> RemoteObject | None:
+        """Decline as the room (wholly or some occurrences); None when the copy is gone."""
+        ...
+
+    def restore(self, href: str, etag: str | None, ics: bytes, *, reason: str) -> RemoteObject:
+        """Put the event back as ``ics`` saying why (only where ``can_restore``)."""
+        ...
+
+
+@runtime_checkable
+class AnsweringCalendar(CalendarBackend, RequestAnswers, Protocol):
+    """A room calendar that also answers booking requests (what the intake needs)."""

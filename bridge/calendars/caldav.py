@@ -45,6 +45,7 @@ from bridge.calendars.base import (
     PreconditionFailed,
     RemoteObject,
 )
+from mappings.ical import X_KEY, X_PROVIDER
 
 DAV_NS = "DAV:"
 CALDAV_NS = "urn:ietf:params:xml:ns:caldav"
@@ -497,24 +498,55 @@ class CalDAVCalendar:
             return
         raise self._failure("delete", url, response)
 
+    # -- answering booking requests (RequestAnswers) -----------------------------------------
+
+    #: A CalDAV collection holds the only copy of the event: the room may put it back.
+    can_restore = True
+
+    def accept(
+        self,
+        href: str,
+        etag: str | None,
+        *,
+        provider: str,
+        keys: Sequence[str],
+        declined: Sequence[datetime] = (),
+        reason: str = "",
+    ) -> RemoteObject:
+        """Rewrite the event tagged with its booking keys, accepted by the room (If-Match)."""
+        current = self._current(href, etag, "accept")
+        ics = tagged_ics(current.ics, provider, keys)
+        if declined:
+            ics = declined_ics(ics, reason, declined)
+        return self.update(current.href, ics, current.etag)
+
     def decline(
         self,
         href: str,
         etag: str | None,
         *,
-        comment: str,
+        reason: str,
         occurrences: Sequence[datetime] = (),
     ) -> RemoteObject:
         """Decline an event as the room (or only some occurrences), if it is still at ``etag``.
 
         The room attendee's PARTSTAT becomes DECLINED; a plain collection's event with no room
-        attendee becomes STATUS:CANCELLED. ``comment`` (the reason) travels as a COMMENT.
+        attendee becomes STATUS:CANCELLED. The reason travels as a COMMENT.
         """
+        current = self._current(href, etag, "decline")
+        declined = declined_ics(current.ics, reason, occurrences)
+        return self.update(current.href, declined, current.etag)
+
+    def restore(self, href: str, etag: str | None, ics: bytes, *, reason: str) -> RemoteObject:
+        """Put the event back as ``ics`` with the reason as its COMMENT (If-Match)."""
+        return self.update(href, with_comment(ics, reason), etag)
+
+    def _current(self, href: str, etag: str | None, operation: str) -> RemoteObject:
+        """The object now, if it is still at ``etag``."""
         current = self.get(href)
         if etag is not None and current.etag is not None and current.etag != etag:
-            raise PreconditionFailed("decline", href, 412, "the event changed since it was read")
-        declined = declined_ics(current.ics, comment, occurrences)
-        return self.update(current.href, declined, current.etag)
+            raise PreconditionFailed(operation, href, 412, "the event changed since it was read")
+        return current
 
     # -- sync internals -------------------------------------------------------------------
 
@@ -812,4 +844,24 @@ def declined_ics(ics: bytes, comment: str, occurrences: Sequence[datetime] = ())
             _decline_event(existing, comment)
         elif start not in taken:
             calendar.add_component(_declined_instance(master, start, comment))
+    return bytes(calendar.to_ical())
+
+
+def tagged_ics(ics: bytes, provider: str, keys: Sequence[str]) -> bytes:
+    """The event's text tagged with its provider booking keys, accepted by the room."""
+    calendar = icalendar.Calendar.from_ical(ics)
+    for event in calendar.walk("VEVENT"):
+        for name in (X_PROVIDER, X_KEY):
+            event.pop(name, None)
+        event.add(X_PROVIDER, provider)
+        event.add(X_KEY, ",".join(keys))
+        set_room_answer(event, "ACCEPTED")
+    return bytes(calendar.to_ical())
+
+
+def with_comment(ics: bytes, comment: str) -> bytes:
+    """The event's text with ``comment`` as its COMMENT (the reason of a restore)."""
+    calendar = icalendar.Calendar.from_ical(ics)
+    for event in calendar.walk("VEVENT"):
+        _set_comment(event, comment)
     return bytes(calendar.to_ical())

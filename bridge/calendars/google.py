@@ -29,7 +29,12 @@ What the sync engine gets, per :class:`~bridge.calendars.base.CalendarBackend`:
   ``Retry-After``; the client library's own retry is off. Every request (token requests
   aside) first takes a slot from a :class:`RequestBudget` shared by all rooms acting as the
   same user, so the bridge stays under Google's 600 requests per minute per user;
-- :meth:`GoogleCalendar.decline`: as the room, answer "declined" on an organizer's event.
+- answering booking requests (:class:`~bridge.calendars.base.RequestAnswers`): the room's
+  copy of an organizer's meeting cannot be rewritten (``update`` is ``403
+  forbiddenForNonOrganizer``), so the room PATCHes only what is its own on that copy: its
+  attendee entry's ``responseStatus``/``comment`` and the private extended properties
+  ``roombridgeProvider``/``roombridgeKeys`` (the tags, read back as ``X-ROOMBRIDGE-PROVIDER``/
+  ``X-ROOMBRIDGE-KEY``). Occurrences are declined on their instances.
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ from bridge.calendars.base import (
     RemoteObject,
 )
 from bridge.calendars.google_events import (
+    PRIVATE_KEYS,
+    PRIVATE_PROVIDER,
     EventTranslationError,
     InstanceChange,
     SeriesWrite,
@@ -560,59 +567,134 @@ class GoogleCalendar:
             self._execute("delete", self._target(href), request, if_match=master_etag(etag))
         self._cache.pop(href, None)
 
+    # ----- answering booking requests (RequestAnswers) ----------------------------------
+
+    #: The room's copy of an organizer's meeting is not the room's to rewrite (an update of it
+    #: is ``403 forbiddenForNonOrganizer``): a refused edit is declined instead.
+    can_restore = False
+
+    def accept(
+        self,
+        href: str,
+        etag: str | None,
+        *,
+        provider: str,
+        keys: Sequence[str],
+        declined: Sequence[datetime] = (),
+        reason: str = "",
+    ) -> RemoteObject:
+        """As the room, accept and tag the copy with its booking keys (private properties).
+
+        One PATCH of the room's copy sets its own ``responseStatus`` and the private tags;
+        ``declined`` occurrences are then declined with ``reason``. An event the room
+        organizes (made straight in its calendar) is only tagged: nobody awaits an answer.
+        """
+        current = self._answerable(href, etag, "accept")
+        tags = {PRIVATE_PROVIDER: provider, PRIVATE_KEYS: ",".join(keys)}
+        self._answer(current.master, "accepted", "", tags, "accept")
+        self._decline_occurrences(href, declined, reason, "accept")
+        return self._answered(href, "accept")
+
     def decline(
         self,
         href: str,
         etag: str | None = None,
         *,
-        comment: str = "",
+        reason: str = "",
         occurrences: Sequence[datetime] = (),
     ) -> RemoteObject:
         """As the room, answer "declined" on an organizer's event (or only some occurrences).
 
         The room's ``responseStatus`` changes on its copy, and Google carries it to the
-        organizer's event; ``comment`` (the reason) goes with it. ``etag`` is checked first.
+        organizer's event; ``reason`` goes with it as the attendee comment. A whole decline
+        also drops the room's tags. ``etag`` is checked first.
         """
+        current = self._answerable(href, etag, "decline")
+        if not occurrences:
+            untag = {PRIVATE_PROVIDER: None, PRIVATE_KEYS: None}
+            self._answer(current.master, "declined", reason, untag, "decline")
+        self._decline_occurrences(href, occurrences, reason, "decline")
+        return self._answered(href, "decline")
+
+    def restore(self, href: str, etag: str | None, ics: bytes, *, reason: str) -> RemoteObject:
+        """Not possible: only the organizer may change a meeting (see ``can_restore``)."""
+        raise CalendarError(
+            "restore", self._target(href), None, "only the organizer can change this event"
+        )
+
+    def _answerable(self, href: str, etag: str | None, operation: str) -> Series:
+        """The series the room answers, if it is still at ``etag``."""
         target = self._target(href)
         current = self._fetch_series(href)
         if current is None or current.deleted:
-            raise NotFound("decline", target, 404, "no such event")
+            raise NotFound(operation, target, 404, "no such event")
         if etag and etag != current.etag:
-            raise PreconditionFailed("decline", target, 412, "the event changed since it was read")
-        if not occurrences:
-            self._answer_declined(current.master, comment)
-        for start in occurrences:
+            raise PreconditionFailed(operation, target, 412, "the event changed since it was read")
+        return current
+
+    def _decline_occurrences(
+        self, href: str, starts: Sequence[datetime], reason: str, operation: str
+    ) -> None:
+        """Decline the instances starting (originally) at ``starts``."""
+        for start in starts:
             instance = self._instance_at(href, start.astimezone(UTC))
             if instance is None:
                 raise CalendarError(
-                    "decline", target, None, f"the event has no occurrence at {start.isoformat()}"
+                    operation,
+                    self._target(href),
+                    None,
+                    f"the event has no occurrence at {start.isoformat()}",
                 )
-            self._answer_declined(instance, comment)
+            self._answer(instance, "declined", reason, {}, operation)
+
+    def _answered(self, href: str, operation: str) -> RemoteObject:
+        """The series as it is after the room's answer."""
         self._cache.pop(href, None)
         series = self._fetch_series(href)
         if series is None:
-            raise NotFound("decline", target, 404, "the event is gone")
+            raise NotFound(operation, self._target(href), 404, "the event is gone")
+        self._cache[href] = series
         return self._remote(series)
 
-    def _answer_declined(self, event: Mapping[str, Any], comment: str) -> Json:
-        """PATCH the room's own attendee entry of one event (or instance) to declined."""
+    def _answer(
+        self,
+        event: Mapping[str, Any],
+        status: str,
+        comment: str,
+        tags: Mapping[str, str | None],
+        operation: str,
+    ) -> Json:
+        """PATCH the room's own attendee entry (and private tags) of one event or instance."""
         target = self._target(str(event["id"]))
         attendees = [dict(a) for a in event.get("attendees", []) if isinstance(a, Mapping)]
         room = self.calendar_id.lower()
         mine = [a for a in attendees if a.get("self") or str(a.get("email", "")).lower() == room]
-        if not mine:
-            raise CalendarError("decline", target, None, "the room is not invited to this event")
-        for attendee in mine:
-            attendee["responseStatus"] = "declined"
-            if comment:
-                attendee["comment"] = comment
+        body: Json = {}
+        if mine:
+            for attendee in mine:
+                attendee["responseStatus"] = status
+                attendee.pop("comment", None)
+                if comment:
+                    attendee["comment"] = comment
+            body["attendees"] = attendees
+        elif status != "accepted" or not self._organizes(event):
+            # An event written straight into the room calendar has nobody to answer to.
+            raise CalendarError(operation, target, None, "the room is not invited to this event")
+        if tags:
+            body["extendedProperties"] = {"private": dict(tags)}
         request = self._events.patch(
-            calendarId=self.calendar_id,
-            eventId=str(event["id"]),
-            body={"attendees": attendees},
-            sendUpdates="none",
+            calendarId=self.calendar_id, eventId=str(event["id"]), body=body, sendUpdates="none"
         )
-        return self._execute("decline", target, request, if_match=event.get("etag"))
+        return self._execute(operation, target, request, if_match=event.get("etag"))
+
+    def _organizes(self, event: Mapping[str, Any]) -> bool:
+        """Whether the room calendar is the event's organizer (it was made right there)."""
+        organizer = event.get("organizer")
+        if not isinstance(organizer, Mapping):
+            return False
+        return bool(organizer.get("self")) or str(organizer.get("email", "")).lower() == (
+            self.calendar_id.lower()
+        )
 
     def _plan(self, operation: str, uid: str | None, ics: bytes) -> SeriesWrite:
         """The Google writes for an object (a CalendarError when Google cannot hold it)."""

@@ -22,6 +22,9 @@ How each part travels:
   its content lines in ``extendedProperties.private`` (``roombridgeIcs``, ``roombridgeIcs1``...,
   each value at most 1,024 bytes, which Google keeps untruncated). People are not written as
   Google attendees: that would invite them.
+- The room's answer to a booking request (an organizer's meeting the bridge did not write) is
+  tagged with ``roombridgeProvider``/``roombridgeKeys``, read back as ``X-ROOMBRIDGE-PROVIDER``
+  and ``X-ROOMBRIDGE-KEY`` lines.
 - ``UID`` → ``extendedProperties.private.roombridgeUid`` (Google takes either a chosen event id
   or an iCalUID, not both; the id is what makes creation idempotent).
 - ``DTSTAMP``, ``SEQUENCE``, ``LAST-MODIFIED`` and ``CREATED`` are not written (they do not
@@ -68,6 +71,9 @@ PRIVATE_ICS = "roombridgeIcs"
 PRIVATE_RECORDS = "roombridgeRecords"
 PRIVATE_ANCHORS = "roombridgeAnchors"
 PRIVATE_TIMES = "roombridgeTimes"
+#: The room's tags on a copy of an organizer's meeting it accepted (booking requests).
+PRIVATE_PROVIDER = "roombridgeProvider"
+PRIVATE_KEYS = "roombridgeKeys"
 
 #: Google truncates longer extended property values; counted in bytes to be safe either way.
 MAX_VALUE_BYTES = 1024
@@ -671,9 +677,13 @@ def _native_lines(event: Mapping[str, Any], *, wall_clock_start: bool) -> list[s
         value = event.get(field)
         if isinstance(value, str) and value:
             lines.append(_text_line(name, value))
-    carried = _unchunked(private_properties(event), PRIVATE_ICS)
+    private = private_properties(event)
+    carried = _unchunked(private, PRIVATE_ICS)
     if carried:
         lines += carried.split("\r\n")
+    if private.get(PRIVATE_PROVIDER) and private.get(PRIVATE_KEYS):
+        lines.append(_text_line("X-ROOMBRIDGE-PROVIDER", private[PRIVATE_PROVIDER]))
+        lines.append(_text_line("X-ROOMBRIDGE-KEY", private[PRIVATE_KEYS]))
     return lines
 
 

@@ -24,7 +24,8 @@ is returned verbatim, so the content hash equals the one recorded at write time 
 engine sees an echo. When anything visible differs (a third-party edit), the object is
 rendered from what Graph holds instead (``derived_ics``): a different hash, so the engine
 reverts the edit. Events the bridge did not write are rendered the same way, under their
-``iCalUId``.
+``iCalUId``; the room's tags on a booking request it accepted (``ANSWER_PROPERTY``) read back
+as ``X-ROOMBRIDGE-PROVIDER``/``X-ROOMBRIDGE-KEY``.
 
 A ``transactionId`` derived from the UID makes creates idempotent; members add their start.
 """
@@ -70,9 +71,11 @@ ICS_PROPERTY = f"String {PROPERTY_SET} Name RoombridgeIcs"
 #: On members of a separate layout: ``"<uid> <index> <count>"``.
 MEMBER_PROPERTY = f"String {PROPERTY_SET} Name RoombridgeMember"
 KEY_PROPERTY = KEY_PROPERTY_ID
+#: On the room's copy of a meeting it accepted as a booking request: ``{"provider", "keys"}``.
+ANSWER_PROPERTY = f"String {PROPERTY_SET} Name RoombridgeAnswer"
 
 #: Every property the backend reads back with ``$expand``.
-READ_PROPERTIES = (UID_PROPERTY, ICS_PROPERTY, MEMBER_PROPERTY)
+READ_PROPERTIES = (UID_PROPERTY, ICS_PROPERTY, MEMBER_PROPERTY, ANSWER_PROPERTY)
 
 TRANSACTION_PREFIX = "rb1-"
 GROUP_PREFIX = "group:"
@@ -240,6 +243,22 @@ def decode_stored(value: str | None) -> StoredObject | None:
         return StoredObject(document["ics"].encode("utf-8"), span, int(document.get("count", 1)))
     except (ValueError, TypeError, KeyError, zlib.error):
         return None
+
+
+def answer_value(provider: str, keys: Sequence[str]) -> str:
+    """The ``ANSWER_PROPERTY`` value tagging an accepted request with its booking keys."""
+    return json.dumps({"provider": provider, "keys": list(keys)}, separators=(",", ":"))
+
+
+def parse_answer(value: str | None) -> tuple[str, tuple[str, ...]] | None:
+    """(provider, keys) of an ``ANSWER_PROPERTY`` value; None when absent or unreadable."""
+    try:
+        document = json.loads(value) if value else None
+    except ValueError:
+        return None
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        return None
+    return str(document.get("provider", "")), tuple(str(k) for k in document["keys"])
 
 
 def extended_property(event: JsonObject, property_id: str) -> str | None:
@@ -851,6 +870,10 @@ def derived_ics(
     zone = event_zone(event)
     calendar = _calendar()
     master = _vevent(uid, event, zone, foreign=foreign)
+    answer = parse_answer(extended_property(event, ANSWER_PROPERTY)) if foreign else None
+    if answer is not None:
+        master.add("X-ROOMBRIDGE-PROVIDER", vText(answer[0]))
+        master.add("X-ROOMBRIDGE-KEY", vText(",".join(answer[1])))
     rule = graph_rule(event)
     if rule:
         master.add("RRULE", vRecur.from_ical(rule))

@@ -34,7 +34,12 @@ Throttling: 429/503/504 (and 500/502 for reads) are retried after ``Retry-After`
 seconds or an HTTP date) or an exponential backoff; a 401 refreshes the token once. Never more
 than four requests are in flight per mailbox, however many threads or backends share it.
 
-Also: ``decline()`` (``POST …/events/{id}/decline`` as the room), ``list_rooms()``
+Booking requests (:class:`~bridge.calendars.base.RequestAnswers`): the room's copy of an
+organizer's meeting is tagged with one extended property (``ANSWER_PROPERTY``, PATCH with
+``If-Match``) and answered with ``POST …/accept`` / ``…/decline`` (with the reason as the
+comment; occurrences are declined one by one). A declined meeting leaves the room's calendar.
+
+Also: ``list_rooms()``
 (``/places/microsoft.graph.room``) and ``check()`` (the mailbox answers; else the rooms found).
 """
 
@@ -68,6 +73,7 @@ from bridge.calendars.base import (
     RemoteObject,
 )
 from bridge.calendars.graph_events import (
+    ANSWER_PROPERTY,
     ICS_PROPERTY,
     MEMBER_PROPERTY,
     READ_PROPERTIES,
@@ -76,6 +82,7 @@ from bridge.calendars.graph_events import (
     Layout,
     Plan,
     StoredObject,
+    answer_value,
     composite_etag,
     decode_stored,
     derived_ics,
@@ -878,20 +885,97 @@ class Office365Calendar:
             self._delete_event(str(event["id"]), event.get("@odata.etag"), missing_ok=True)
         self._forget(href)
 
-    def decline(self, href: str, comment: str = "") -> None:
-        """Decline a meeting the room received (``POST …/decline`` as the room)."""
+    # ----- answering booking requests (RequestAnswers) ----------------------------------------
+
+    #: The room's copy of a meeting is the organizer's to change: a refused edit is declined.
+    can_restore = False
+
+    def accept(
+        self,
+        href: str,
+        etag: str | None,
+        *,
+        provider: str,
+        keys: Sequence[str],
+        declined: Sequence[datetime] = (),
+        reason: str = "",
+    ) -> RemoteObject:
+        """Tag the room's copy (extended property, If-Match), accept it, decline ``declined``."""
+        ident = self._meeting(href, "accept")
+        headers = {"Prefer": TEXT_BODY, **({"If-Match": etag} if etag else {})}
+        body = {"singleValueExtendedProperties": [
+            {"id": ANSWER_PROPERTY, "value": answer_value(provider, keys)}
+        ]}
+        url = f"{self.base}/events/{_segment(ident)}"
+        response = self._send("accept", "PATCH", url, json_body=body, headers=headers)
+        if response.status_code != 200:
+            raise self._failure("accept", href, response)
+        if not self._json(response, "accept").get("isOrganizer"):
+            # A meeting the room received; an event made in its own calendar needs no answer.
+            self._respond(ident, "accept", "")
+        for start in declined:
+            self._respond(self._occurrence_at(ident, start), "decline", reason)
+        self._forget(href)
+        return self.get(href)
+
+    def decline(
+        self,
+        href: str,
+        etag: str | None = None,
+        *,
+        reason: str = "",
+        occurrences: Sequence[datetime] = (),
+    ) -> RemoteObject | None:
+        """Decline a meeting the room received (``POST …/decline``), or some occurrences.
+
+        Exchange removes a declined meeting from the room's calendar: None then.
+        """
+        ident = self._meeting(href, "decline")
+        if etag is not None and self._fetch_event(ident).get("@odata.etag") != etag:
+            raise PreconditionFailed("decline", href, 412, "the event changed since it was read")
+        if occurrences:
+            for start in occurrences:
+                self._respond(self._occurrence_at(ident, start), "decline", reason)
+            self._forget(href)
+            return self.get(href)
+        self._respond(ident, "decline", reason)
+        self._forget(href)
+        return None
+
+    def restore(self, href: str, etag: str | None, ics: bytes, *, reason: str) -> RemoteObject:
+        """Not possible: only the organizer may change a meeting (see ``can_restore``)."""
+        raise CalendarError("restore", href, None, "only the organizer can change this meeting")
+
+    def _meeting(self, href: str, operation: str) -> str:
+        """The event id of a meeting the room can answer (never one of the bridge's groups)."""
         if group_uid(href) is not None:
             raise CalendarError(
-                "decline", href, None, "the bridge's own events are not invitations"
+                operation, href, None, "the bridge's own events are not invitations"
             )
+        return href
+
+    def _respond(self, ident: str, verb: str, comment: str) -> None:
+        """``POST …/accept|decline`` as the room, telling the organizer."""
         response = self._send(
-            "decline",
+            verb,
             "POST",
-            f"{self.base}/events/{_segment(href)}/decline",
+            f"{self.base}/events/{_segment(ident)}/{verb}",
             json_body={"comment": comment, "sendResponse": True},
         )
         if response.status_code not in (200, 202, 204):
-            raise self._failure("decline", href, response)
+            raise self._failure(verb, ident, response)
+
+    def _occurrence_at(self, ident: str, start: datetime) -> str:
+        """The id of the occurrence of a series whose original start is ``start``."""
+        wanted = start.astimezone(UTC)
+        around = Window(wanted - timedelta(days=1), wanted + timedelta(days=1))
+        for instance in self._instances(ident, around):
+            original = instance.get("originalStart")
+            if original and offset_instant(original).replace(microsecond=0) == wanted:
+                return str(instance["id"])
+        raise CalendarError(
+            "decline", ident, None, f"the meeting has no occurrence at {wanted.isoformat()}"
+        )
 
     def _plan(self, uid: str, ics: bytes) -> Plan:
         try:

@@ -25,7 +25,9 @@ signature against the key it issued and its claims (``iss``, ``sub``, ``aud``, `
 - resource attendees: a room calendar added with ``auto_accept`` answers invitations on the
   next request (accepted when free — the event is copied into the room calendar — declined
   when busy), bumping the organizer's event; the room may later decline by patching its own
-  ``responseStatus`` on its copy; other changes to a copy are ``403 forbiddenForNonOrganizer``;
+  ``responseStatus``/``comment`` and private extended properties on its copy (``patch``);
+  other changes to a copy, shared properties and any ``update`` (PUT) of a copy are ``403
+  forbiddenForNonOrganizer`` (the reference: "use patch");
 - error bodies in Google's exact shape; the per-user quota (600 requests per minute, sliding
   window, ``403 userRateLimitExceeded``); injected faults (403 rate limits, 429 with
   ``Retry-After``, 500, 503, hung requests, replies lost after the write was applied, 401);
@@ -771,7 +773,9 @@ class GoogleData:
     ) -> Json:
         """``events.update``: full replace of the writable fields."""
         stored = self._writable(calendar, event_id, if_match)
-        self._check_copy_change(calendar, stored, body, partial=False)
+        if not _organizes(calendar, stored):
+            # An attendee's copy is never replaced whole: only ``patch`` of its own parts.
+            raise _non_organizer()
         fields = self._validated(body, partial=False)
         return self._apply(calendar, stored, fields)
 
@@ -821,9 +825,11 @@ class GoogleData:
         self, calendar: CalendarData, stored: StoredEvent, body: Mapping[str, Any], *, partial: bool
     ) -> None:
         """On an attendee's copy only the attendee's own answer and private data may change."""
-        organizer = stored.body.get("organizer", {})
-        if organizer.get("email") == calendar.id:
+        if _organizes(calendar, stored):
             return
+        extended = body.get("extendedProperties")
+        if isinstance(extended, Mapping) and "shared" in extended:
+            raise _non_organizer()
         for name in WRITABLE_FIELDS:
             if name in ATTENDEE_FIELDS:
                 continue
@@ -832,12 +838,7 @@ class GoogleData:
             if name in ("sequence",) and name not in body:
                 continue
             if _normal(body.get(name)) != _normal(stored.body.get(name)):
-                raise ApiError(
-                    403,
-                    "forbiddenForNonOrganizer",
-                    "Shared properties can only be changed by the organizer of the event.",
-                    domain="calendar",
-                )
+                raise _non_organizer()
         theirs = {
             a.get("email"): a for a in stored.body.get("attendees", []) if isinstance(a, dict)
         }
@@ -846,12 +847,7 @@ class GoogleData:
         ):
             email = attendee.get("email") if isinstance(attendee, Mapping) else None
             if email != calendar.id and _normal(attendee) != _normal(theirs.get(email)):
-                raise ApiError(
-                    403,
-                    "forbiddenForNonOrganizer",
-                    "Shared properties can only be changed by the organizer of the event.",
-                    domain="calendar",
-                )
+                raise _non_organizer()
 
     def _apply(self, calendar: CalendarData, stored: StoredEvent, fields: Json) -> Json:
         """Replace the writable fields of a stored (or materialised) event.
@@ -1114,6 +1110,21 @@ def _check_etag(stored: StoredEvent, if_match: str | None) -> None:
     wanted = {tag.strip() for tag in if_match.split(",")}
     if stored.body.get("etag") not in wanted:
         raise precondition_failed()
+
+
+def _organizes(calendar: CalendarData, stored: StoredEvent) -> bool:
+    """Whether the calendar holds the organizer's event (not an attendee's copy)."""
+    return bool(stored.body.get("organizer", {}).get("email") == calendar.id)
+
+
+def _non_organizer() -> ApiError:
+    """Google's answer to a change only the organizer may make."""
+    return ApiError(
+        403,
+        "forbiddenForNonOrganizer",
+        "Shared properties can only be changed by the organizer of the event.",
+        domain="calendar",
+    )
 
 
 def _merged(current: Mapping[str, Any], patch: Mapping[str, Any]) -> Json:

@@ -3,10 +3,10 @@
 It reproduces shared/reference/calendars.md §2.8 item by item:
 
 1. ``/v1.0/users/{idOrUpn}/events`` (list, ``POST`` 201), ``/events/{id}`` (``GET``, ``PATCH``
-   200, ``DELETE`` 204), ``/events/{id}/instances``, ``/events/{id}/decline`` (202),
-   ``/calendar`` and ``/calendarView``; ``@odata.context``; ``@odata.etag`` = ``W/"<changeKey>"``
-   with the change key bumped on every write (a series master's too when one of its
-   occurrences changes, as Exchange stores exceptions inside the master item). Ids are
+   200, ``DELETE`` 204), ``/events/{id}/instances``, ``/events/{id}/accept`` and ``/decline``
+   (202), ``/calendar`` and ``/calendarView``; ``@odata.context``; ``@odata.etag`` =
+   ``W/"<changeKey>"`` with the change key bumped on every write (a series master's too when
+   one of its occurrences changes, as Exchange stores exceptions inside the master item). Ids are
    standard base64 with ``+``, ``/`` and ``=``: a client must percent-encode them in paths
    (routing reads the raw path, so an unencoded ``/`` is a 404).
 2. ``/calendarView/delta``: ``startDateTime``/``endDateTime`` on the first request only (other
@@ -41,8 +41,11 @@ It reproduces shared/reference/calendars.md §2.8 item by item:
     ``AutomateProcessing=AutoAccept``: on the next request after an organizer's write, the
     resource attendee is set to ``accepted`` (free, within the booking window and maximum
     duration; the meeting is then copied into the room calendar) or ``declined``, and the
-    organizer's event gets a new change key. ``decline`` as the room removes its copy and
-    tells the organizer.
+    organizer's event gets a new change key. ``accept``/``decline`` as the room (also on one
+    occurrence of its copy, which is then cancelled there and stays so) tell the organizer;
+    declining the whole meeting removes the room's copy. The room's copy takes extended
+    properties like any event (the answers' tags); the reference says nothing of other edits
+    of a copy, which are allowed (they stay local, and the organizer's next update wins).
 13. Bearer tokens are checked against the identity emulator's :class:`TokenRegistry` (401
     ``InvalidAuthenticationToken`` once expired).
 
@@ -92,6 +95,8 @@ DEFAULT_DELTA_PAGE_SIZE = 10
 DEFAULT_LIST_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 1000
 MAILBOX_CONCURRENCY = 4
+#: How a mailbox answers a meeting it received (``POST …/events/{id}/<verb>``).
+RESPONSES = frozenset({"accept", "decline"})
 #: Instances generated for one series at most (a guard against runaway rules).
 MAX_INSTANCES = 20_000
 
@@ -377,6 +382,8 @@ class Event:
     is_organizer: bool = True
     response: str = "organizer"
     meeting_of: tuple[str, str] | None = None
+    #: On a room's copy: occurrences (original starts) the room declined; they stay cancelled.
+    declined: set[datetime] = field(default_factory=set)
 
     @property
     def is_series(self) -> bool:
@@ -434,6 +441,18 @@ class Event:
         if not self.is_series:
             return self.start < end and self.end > start
         return bool(self.live_instances(start, end))
+
+
+@dataclass(frozen=True, slots=True)
+class MeetingReply:
+    """A response a mailbox sent to a meeting's organizer (``original``: one occurrence)."""
+
+    organizer: str
+    event_id: str
+    responder: str
+    original: datetime | None
+    response: str
+    comment: str
 
 
 @dataclass(slots=True)
@@ -594,6 +613,9 @@ class GraphData:
         self.tokens: dict[str, DeltaState] = {}
         self.rounds: dict[str, Round] = {}
         self.pending: list[tuple[str, str]] = []
+        #: Meeting responses sent to organizers (what their inbox shows; Graph has no API
+        #: for the comment on the organizer's side).
+        self.replies: list[MeetingReply] = []
         self.frozen_now = now
         self.replay_rate = 0.0
         self.empty_first_page = False
@@ -706,7 +728,7 @@ class GraphData:
             }
         row = self.render_event(master, Rendering(how.prefer, None, None, how.context))
         overrides = instance.fields if instance is not None else {}
-        for name in ("subject", "showAs", "sensitivity", "importance", "location"):
+        for name in ("subject", "showAs", "sensitivity", "importance", "location", "attendees"):
             if name in overrides:
                 row[name] = overrides[name]
         if "body" in overrides:
@@ -869,6 +891,7 @@ class GraphData:
         master.exceptions[original] = instance
         box.touch(occurrence_id(master.id, original))
         self._bump(box, master)
+        self._queue_processing(box, master)
 
     @staticmethod
     def _refuse_crossing(master: Event, original: datetime, new_start: datetime) -> None:
@@ -904,6 +927,7 @@ class GraphData:
             event.exceptions.pop(original, None)
             box.touch(occurrence_id(event.id, original))
             self._bump(box, event)
+            self._queue_processing(box, event)  # the rooms' copies lose the occurrence too
             return
         _check_if_match(if_match, event.change_key)
         del box.events[event.id]
@@ -1115,7 +1139,7 @@ class GraphData:
         )
         copy.recurrence, copy.rule = event.recurrence, event.rule
         copy.exceptions = dict(event.exceptions)
-        copy.cancelled = set(event.cancelled)
+        copy.cancelled = set(event.cancelled) | copy.declined
         copy.organizer = event.organizer
         copy.is_organizer = False
         copy.response = "accepted"
@@ -1132,24 +1156,67 @@ class GraphData:
             if room.room is not None:
                 self._remove_copy(room, event.mailbox, event.id)
 
-    def decline(self, box: Mailbox, event_id: str) -> None:
-        """The mailbox declines a meeting it received: its copy goes, the organizer is told."""
+    def respond(self, box: Mailbox, event_id: str, verb: str, body: Record | None = None) -> None:
+        """``accept``/``decline`` a meeting the mailbox received, wholly or one occurrence.
+
+        Declining the whole meeting removes the copy; declining an occurrence cancels it in
+        the copy (it stays cancelled when the organizer updates the series). The organizer's
+        event shows the answer (per occurrence as an exception) with a new change key.
+        """
         event, original = self.resolve(box, event_id)
-        if original is not None or event.is_organizer or event.meeting_of is None:
+        if event.is_organizer or event.meeting_of is None:
             raise _bad_request(
                 "Your request can't be completed. You can't respond to a meeting you organized."
             )
-        organizer_address, organizer_event = event.meeting_of
-        del box.events[event.id]
-        box.touch(event.id)
+        response = "accepted" if verb == "accept" else "declined"
+        body = body or {}
+        if body.get("sendResponse", True):
+            organizer, source = event.meeting_of
+            comment = str(body.get("comment") or "")
+            self.replies.append(MeetingReply(organizer, source, box.address, original, response,
+                                             comment))
+        if original is None:
+            if response == "declined":
+                del box.events[event.id]
+                box.touch(event.id)
+            else:
+                event.response = response
+                self._bump(box, event)
+        elif response == "declined":
+            event.declined.add(original)
+            event.cancelled.add(original)
+            event.exceptions.pop(original, None)
+            box.touch(occurrence_id(event.id, original))
+            self._bump(box, event)
+        else:
+            raise _bad_request("An occurrence is accepted with its series.")
+        self._tell_organizer(box, event, original, response)
+
+    def _tell_organizer(
+        self, box: Mailbox, copy: Event, original: datetime | None, response: str
+    ) -> None:
+        """The room's answer shows on the organizer's event (or on that occurrence)."""
+        assert copy.meeting_of is not None
+        organizer_address, organizer_event = copy.meeting_of
         organizer = self.mailboxes.get(organizer_address.lower())
         source = organizer.events.get(organizer_event) if organizer else None
         if organizer is None or source is None:
             return
-        for attendee in source.fields.get("attendees") or []:
+        status = {"response": response, "time": offset_text(self.now())}
+        if original is None:
+            attendees = source.fields.get("attendees") or []
+        else:
+            instance = source.exceptions.get(original) or Instance(created=self.now())
+            instance.start, instance.end = source.occurrence_span(original)
+            attendees = [dict(a) for a in source.fields.get("attendees") or []]
+            instance.fields["attendees"] = attendees
+            instance.change_key = self.change_key()
+            instance.modified = self.now()
+            source.exceptions[original] = instance
+        for attendee in attendees:
             address = str((attendee.get("emailAddress") or {}).get("address", "")).lower()
             if address == box.address.lower():
-                attendee["status"] = {"response": "declined", "time": offset_text(self.now())}
+                attendee["status"] = status
         self._bump(organizer, source)
 
 
@@ -1416,6 +1483,11 @@ class GraphEmulator:
                 "displayDevice": None,
             }
             return box
+
+    def replies(self, organizer: str) -> list[MeetingReply]:
+        """The meeting responses an organizer received, oldest first."""
+        with self._lock:
+            return [r for r in self.data.replies if r.organizer.lower() == organizer.lower()]
 
     def create_event(self, mailbox: str, body: Record) -> str:
         """Create an event as another client (Outlook, a person) would; returns its id."""
@@ -1710,9 +1782,8 @@ class GraphEmulator:
             return self._one(request, box, rest[1], raw, how)
         if len(rest) == 3 and rest[0] == "events" and rest[2] == "instances" and method == "GET":
             return self._instances(request, box, rest[1], how)
-        if len(rest) == 3 and rest[0] == "events" and rest[2] == "decline" and method == "POST":
-            _json_body(raw)
-            self.data.decline(box, rest[1])
+        if len(rest) == 3 and rest[0] == "events" and rest[2] in RESPONSES and method == "POST":
+            self.data.respond(box, rest[1], rest[2], _json_body(raw))
             return Response(status_code=202)
         raise GraphProblem(400, "BadRequest", "Resource not found for the segment.")
 

@@ -21,6 +21,7 @@ from datetime import datetime
 
 from bridge.calendars.base import (
     AlreadyExists,
+    AnsweringCalendar,
     CalendarBackend,
     ChangeSet,
     NotFound,
@@ -148,7 +149,11 @@ class RoomSync:
     @property
     def takes_requests(self) -> bool:
         """Whether events made in the room calendar become provider bookings."""
-        return self.writer is not None and self.room.direction in ("both", "from-calendar")
+        return (
+            self.writer is not None
+            and self.room.direction in ("both", "from-calendar")
+            and isinstance(self.calendar, AnsweringCalendar)
+        )
 
     # ----- the pass ------------------------------------------------------------------------
 
@@ -164,7 +169,9 @@ class RoomSync:
             seen = self._read_calendar(options, result, settle=False)
             intake_wrote = False
             if self.takes_requests and not options.dry_run:
-                intake_wrote = self._intake(options, result)
+                intake = self._intake(options, result)
+                intake_wrote = intake.wrote
+                bookings = [b for b in bookings if b.key not in intake.released]
             if self.room.direction == "from-calendar":
                 if intake_wrote:
                     self._read_calendar(options, result, settle=True)
@@ -184,9 +191,9 @@ class RoomSync:
             result.errors.append(str(exc))
         return self._finish(run_id, result, requests_before)
 
-    def _intake(self, options: PassOptions, result: RoomResult) -> bool:
+    def _intake(self, options: PassOptions, result: RoomResult) -> IntakeOutcome:
         """Turn the calendar's booking requests into provider bookings or declines."""
-        assert self.calendar is not None and self.writer is not None
+        assert isinstance(self.calendar, AnsweringCalendar) and self.writer is not None
         intake = RequestIntake(self.room, self.calendar, self.writer, self.store, clock=self.clock)
         outcome: IntakeOutcome = intake.run(options.window)
         result.created += outcome.created
@@ -196,7 +203,7 @@ class RoomSync:
         if outcome.errors:
             result.ok = False
             result.errors.extend(outcome.errors)
-        return outcome.wrote
+        return outcome
 
     def _calendar_request_count(self) -> int | None:
         """The calendar backend's running HTTP request count, when it keeps one."""

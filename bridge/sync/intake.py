@@ -7,13 +7,31 @@ the I/O, in an order that survives a SIGKILL anywhere:
 1. an intent (``intent:<uid>``) is stored in its own transaction before the provider create;
 2. the provider create carries a marker of the event UID, so after a crash the next pass finds
    the booking (``BookingWriter.find``) and adopts it instead of booking the room again;
-3. the event is tagged (X-ROOMBRIDGE-PROVIDER/KEY, the room's answer) with If-Match;
+3. the room accepts the event and tags it with the booking keys, with If-Match
+   (:class:`~bridge.calendars.base.RequestAnswers`: CalDAV rewrites the event; Google patches
+   the room's attendee entry and private properties on its copy; Graph sets an extended
+   property on the room's copy and POSTs ``accept``);
 4. links (origin CALENDAR), the accepted event (``request:<uid>``) and the snapshot entry are
    recorded in one transaction, and the intent dropped.
 
-The accepted event text is kept so a refused calendar edit can be put back as it was, together
-with the horizon of a series booked only inside a window (``through``), from which later
-passes extend it; an extension is recorded like a create, after the provider writes.
+Calendars are only written through that interface, so every backend gets the same rules.
+On Google and Microsoft 365 the room answers an invitation natively first (it accepts when its
+own calendar, which holds the bridge's copies of provider bookings but not their buffers, is
+free; a meeting it declines never reaches the room's calendar); the bridge's answer, with
+buffers and the provider's own checks, is the last word.
+
+A refused edit (a move onto a taken slot): where the room may rewrite the event (CalDAV,
+``can_restore``) the accepted version is put back with the reason, and the booking stays.
+Google and Microsoft 365 hold the organizer's meeting, which the room cannot rewrite; there
+the room declines the edited meeting with the reason and the provider booking it held is
+cancelled: a meeting the room declined must not keep the room booked, and the organizer sees
+at once that the new time is not theirs. The calendar is answered first, so a crash between
+the two leaves a declined request whose booking the next pass withdraws.
+
+The accepted event, as read back after the answer, is kept so that the echo of our own answer
+is no change, and a refused edit can be put back as it was, together with the horizon of a
+series booked only inside a window (``through``), from which later passes extend it; an
+extension is recorded like a create, after the provider writes.
 """
 
 from __future__ import annotations
@@ -26,8 +44,7 @@ from enum import Enum
 
 import icalendar
 
-from bridge.calendars.base import CalendarBackend, RemoteObject
-from bridge.calendars.caldav import declined_ics, set_room_answer
+from bridge.calendars.base import AnsweringCalendar, RemoteObject
 from bridge.errors import BridgeError
 from bridge.model import Booking, Room, Window
 from bridge.sources.writers import BookingWriter, Refused, WindowedWriter, request_marker
@@ -78,44 +95,27 @@ class IntakeOutcome:
     declined: int = 0
     wrote: bool = False
     errors: list[str] = field(default_factory=list)
-
-
-def tagged_ics(ics: bytes, provider: str, keys: Sequence[str]) -> bytes:
-    """The event's text tagged with its provider booking keys, accepted by the room."""
-    calendar = icalendar.Calendar.from_ical(ics)
-    for event in calendar.walk("VEVENT"):
-        for name in (X_PROVIDER, X_KEY):
-            event.pop(name, None)
-        event.add(X_PROVIDER, provider)
-        event.add(X_KEY, ",".join(keys))
-        set_room_answer(event, "ACCEPTED")
-    return bytes(calendar.to_ical())
-
-
-def with_comment(ics: bytes, comment: str) -> bytes:
-    """The event's text with ``comment`` as its COMMENT (the reason of a revert)."""
-    calendar = icalendar.Calendar.from_ical(ics)
-    for event in calendar.walk("VEVENT"):
-        event.pop("COMMENT", None)
-        event.add("COMMENT", comment)
-    return bytes(calendar.to_ical())
+    #: Provider bookings the intake cancelled: the provider→calendar plan must not restore them.
+    released: set[str] = field(default_factory=set)
 
 
 def request_of(
     room: Room, uid: str, ics: bytes, declined_hash: str | None = None
 ) -> CalendarRequest:
     """A foreign event read as a booking request of the room."""
-    bookings = calendar_to_bookings(ics, provider=room.provider, timezone=room.timezone)
+    calendar = icalendar.Calendar.from_ical(ics)
+    bookings = calendar_to_bookings(
+        _untagged(calendar), provider=room.provider, timezone=room.timezone
+    )
     if not bookings:
         raise ValueError(f"event {uid} holds no VEVENT")
     booking = bookings[0].evolve(provider=room.provider, key=uid, resource=room.resource)
-    calendar = icalendar.Calendar.from_ical(ics)
     masters = [e for e in calendar.walk("VEVENT") if "RECURRENCE-ID" not in e]
     master = masters[0] if masters else calendar.walk("VEVENT")[0]
     digest = content_hash(ics)
     answered = any(
         str(a.params.get("PARTSTAT", "")).upper() == "DECLINED"
-        for a in _room_attendees(master)
+        for a in _own_attendees(master, room)
     )
     return CalendarRequest(
         uid=uid,
@@ -124,6 +124,26 @@ def request_of(
         created=_created(master),
         declined_by_room=answered or not booking.status.is_live or declined_hash == digest,
     )
+
+
+def _untagged(calendar: icalendar.Calendar) -> bytes:
+    """The event without the room's tags: it is read as another client's event, never ours."""
+    untagged = icalendar.Calendar.from_ical(calendar.to_ical())
+    for event in untagged.walk("VEVENT"):
+        for name in (X_PROVIDER, X_KEY):
+            event.pop(name, None)
+    return bytes(untagged.to_ical())
+
+
+def _own_attendees(event: icalendar.cal.Component, room: Room) -> list[icalendar.vCalAddress]:
+    """The attendees standing for this room: its own address if listed, else every room.
+
+    Google and Graph rooms are addressed by their calendar id; a meeting may invite several.
+    """
+    rooms = _room_attendees(event)
+    address = f"mailto:{room.calendar_id or ''}".lower()
+    own = [a for a in rooms if str(a).lower() == address]
+    return own or rooms
 
 
 def _room_attendees(event: icalendar.cal.Component) -> list[icalendar.vCalAddress]:
@@ -149,7 +169,7 @@ class RequestIntake:
     def __init__(
         self,
         room: Room,
-        calendar: CalendarBackend,
+        calendar: AnsweringCalendar,
         writer: BookingWriter,
         store: StateStore,
         *,
@@ -291,12 +311,13 @@ class RequestIntake:
         outcome: IntakeOutcome,
         through: datetime | None = None,
     ) -> Accepted:
-        """Tag the event with its keys (declining ``declined`` occurrences) and link it."""
-        assert obj.ics is not None
-        ics = tagged_ics(obj.ics, self.writer.name, keys)
-        if declined:
-            ics = declined_ics(ics, reason, declined)
-        written = self._write(obj, ics, outcome)
+        """Accept and tag the event with its keys (declining ``declined`` occurrences), link it."""
+        remote = self.calendar.accept(
+            obj.href, obj.etag, provider=self.writer.name, keys=keys, declined=declined,
+            reason=reason,
+        )
+        outcome.wrote = True
+        written = self._stored_after(obj, remote)
         self._remember(request.uid, keys, written, through)
         stored = request_of(self.room, request.uid, written.ics or b"")
         return Accepted(request.uid, tuple(sorted(keys)), stored.content_hash, stored.booking,
@@ -328,8 +349,11 @@ class RequestIntake:
             reason = f"occurrences declined: {exc.reason}"
         written = obj
         if declined:
-            written = self._write(obj, declined_ics(obj.ics, reason, declined), outcome)
+            remote = self.calendar.decline(obj.href, obj.etag, reason=reason, occurrences=declined)
+            outcome.wrote = True
             outcome.declined += 1
+            if remote is not None:
+                written = self._stored_after(obj, remote)
         self._remember(accepted.uid, sorted({*accepted.keys, *keys}), written, window.end)
         outcome.updated += 1
 
@@ -356,42 +380,49 @@ class RequestIntake:
     def _revert(
         self, accepted: Accepted, obj: StoredObject, reason: str, outcome: IntakeOutcome
     ) -> None:
-        """Put the event back as it was accepted, saying why."""
+        """Refuse an edit: put the event back as accepted, or decline it and release the room."""
+        why = f"change refused: {reason}"
+        if not self.calendar.can_restore:
+            self._decline(accepted.uid, obj, why, outcome)
+            self._release(accepted, outcome)
+            return
         record = self.store.get_cursor(self.room.id, ACCEPTED + accepted.uid)
         assert record is not None
-        ics = with_comment(str(json.loads(record)["ics"]).encode(), f"change refused: {reason}")
-        written = self._write(obj, ics, outcome)
+        ics = str(json.loads(record)["ics"]).encode()
+        remote = self.calendar.restore(obj.href, obj.etag, ics, reason=why)
+        outcome.wrote = True
+        written = self._stored_after(obj, remote)
         self._remember(accepted.uid, accepted.keys, written)
         outcome.declined += 1
 
     def _decline(self, uid: str, obj: StoredObject, reason: str, outcome: IntakeOutcome) -> None:
         """Decline the event as the room and remember not to look at it again."""
-        decline = getattr(self.calendar, "decline", None)
-        if decline is None:
-            raise BridgeError(f"the calendar cannot decline events ({reason})")
-        remote = decline(obj.href, obj.etag, comment=reason)
-        written = self._stored_after(obj, remote if isinstance(remote, RemoteObject) else None)
-        self.store.set_cursor(self.room.id, DECLINED + uid, written.content_hash, self.clock())
+        remote = self.calendar.decline(obj.href, obj.etag, reason=reason)
         outcome.declined += 1
         outcome.wrote = True
+        if remote is None:  # the backend took the declined meeting out of the room's calendar
+            self.store.delete_calendar_object(self.room.id, obj.href)
+            digest = obj.content_hash
+        else:
+            digest = self._stored_after(obj, remote).content_hash
+        self.store.set_cursor(self.room.id, DECLINED + uid, digest, self.clock())
 
     def _withdraw(self, accepted: Accepted, outcome: IntakeOutcome) -> None:
         """Cancel the provider bookings of a deleted or cancelled event."""
+        self._release(accepted, outcome)
+
+    def _release(self, accepted: Accepted, outcome: IntakeOutcome) -> None:
+        """Cancel a request's provider bookings and forget them (links and snapshot)."""
         self.writer.cancel(self.room, accepted.keys)
-        self._forget(accepted)
+        self._forget(accepted, released=True)
+        outcome.released.update(accepted.keys)
         outcome.deleted += 1
 
     # ----- recording -----------------------------------------------------------------------
 
-    def _write(self, obj: StoredObject, ics: bytes, outcome: IntakeOutcome) -> StoredObject:
-        """Replace the event (If-Match) and return the snapshot entry of what the server holds."""
-        remote = self.calendar.update(obj.href, ics, obj.etag)
-        outcome.wrote = True
-        return self._stored_after(obj, remote)
-
-    def _stored_after(self, obj: StoredObject, remote: RemoteObject | None) -> StoredObject:
-        """Re-read a written event (servers may rewrite it) and store it in the snapshot."""
-        current = self.calendar.get(remote.href if remote else obj.href)
+    def _stored_after(self, obj: StoredObject, remote: RemoteObject) -> StoredObject:
+        """Re-read an answered event (servers may rewrite it) and store it in the snapshot."""
+        current = self.calendar.get(remote.href)
         stored = StoredObject(
             room_id=self.room.id,
             href=current.href,
@@ -430,11 +461,13 @@ class RequestIntake:
             self.store.set_cursor(self.room.id, ACCEPTED + uid, record, now)
             self.store.set_cursor(self.room.id, INTENT + uid, None, now)
 
-    def _forget(self, accepted: Accepted) -> None:
-        """Drop the links and the accepted record of a request."""
+    def _forget(self, accepted: Accepted, *, released: bool = False) -> None:
+        """Drop the links and the accepted record of a request (and released bookings)."""
         with self.store.transaction():
             for key in accepted.keys:
                 self.store.forget(self.room.id, key, accepted.uid)
+                if released:
+                    self.store.delete_provider_booking(self.room.id, key)
             self.store.set_cursor(self.room.id, ACCEPTED + accepted.uid, None, self.clock())
 
 

@@ -620,7 +620,7 @@ def test_foreign_events_read_with_their_people_and_can_be_declined(
     room_line = next(a for a in event["ATTENDEE"] if str(a) == f"mailto:{google.room}")
     assert (room_line.params["PARTSTAT"], room_line.params["CUTYPE"]) == ("ACCEPTED", "RESOURCE")
     answered = google_calendar.decline(
-        foreign.href, foreign.etag, comment="Room closed for cleaning"
+        foreign.href, foreign.etag, reason="Room closed for cleaning"
     )
     assert answered.href == foreign.href and answered.etag != foreign.etag
     organizer_view = google.emulator.event(GOOGLE_ADMIN, invitation["id"])
@@ -649,7 +649,7 @@ def test_one_occurrence_of_a_recurring_invitation_can_be_declined(
     (invited,) = google_calendar.read_changes(None).changed
     third = datetime(2025, 3, 19, 9, 0, tzinfo=LONDON)
     declined = google_calendar.decline(
-        invited.href, invited.etag, comment="Deep clean", occurrences=[third]
+        invited.href, invited.etag, reason="Deep clean", occurrences=[third]
     )
     assert declined.etag != invited.etag
     answers = {
@@ -667,14 +667,75 @@ def test_one_occurrence_of_a_recurring_invitation_can_be_declined(
         "2025-03-21": "accepted",
     }
     with pytest.raises(PreconditionFailed):
-        google_calendar.decline(invited.href, invited.etag, comment="stale")
+        google_calendar.decline(invited.href, invited.etag, reason="stale")
+
+
+def test_the_room_accepts_and_tags_its_copy_read_back_without_churn(
+    google: GoogleWorld,
+    google_calendar: GoogleCalendar,
+    make_google_calendar: Callable[..., GoogleCalendar],
+):
+    invitation = google.emulator.seed_event(
+        GOOGLE_ADMIN,
+        {
+            "summary": "Planning",
+            "start": {"dateTime": "2025-03-20T14:00:00+00:00", "timeZone": "Europe/London"},
+            "end": {"dateTime": "2025-03-20T15:00:00+00:00", "timeZone": "Europe/London"},
+            "attendees": [{"email": GOOGLE_ADMIN}, {"email": google.room, "resource": True}],
+        },
+    )
+    listing = google_calendar.read_changes(None)
+    (invited,) = listing.changed
+    with pytest.raises(PreconditionFailed):
+        google_calendar.accept(invited.href, '"stale"', provider="hq", keys=["41"])
+    accepted = google_calendar.accept(invited.href, invited.etag, provider="hq", keys=["41", "42"])
+    event = icalendar.Calendar.from_ical(accepted.ics).walk("VEVENT")[0]
+    tags = (str(event["X-ROOMBRIDGE-PROVIDER"]), str(event["X-ROOMBRIDGE-KEY"]))
+    assert tags == ("hq", "41\\,42")  # TEXT values escape their commas
+    copy = google.emulator.event(google.room, invitation["id"])
+    assert copy is not None
+    assert copy["extendedProperties"]["private"] == {
+        "roombridgeProvider": "hq", "roombridgeKeys": "41,42"
+    }
+    organizer_view = google.emulator.event(GOOGLE_ADMIN, invitation["id"])
+    assert organizer_view is not None and "extendedProperties" not in organizer_view
+    # Another process reads the tags back, with the same text the answer returned.
+    (again,) = make_google_calendar().read_changes(None).changed
+    assert again.ics == accepted.ics
+    with pytest.raises(CalendarError, match="organizer"):
+        google_calendar.restore(accepted.href, accepted.etag, accepted.ics, reason="no")
+    declined = google_calendar.decline(accepted.href, accepted.etag, reason="change refused")
+    event = icalendar.Calendar.from_ical(declined.ics).walk("VEVENT")[0]
+    assert "X-ROOMBRIDGE-KEY" not in event
+
+
+def test_an_event_made_in_the_room_calendar_is_only_tagged(
+    google: GoogleWorld, google_calendar: GoogleCalendar
+):
+    made = google.emulator.seed_event(
+        google.room,
+        {
+            "summary": "Walk-in",
+            "start": {"dateTime": "2025-03-21T14:00:00+00:00", "timeZone": "Europe/London"},
+            "end": {"dateTime": "2025-03-21T15:00:00+00:00", "timeZone": "Europe/London"},
+        },
+        user=GOOGLE_ADMIN,
+    )
+    (read,) = google_calendar.read_changes(None).changed
+    accepted = google_calendar.accept(read.href, read.etag, provider="hq", keys=["7"])
+    event = icalendar.Calendar.from_ical(accepted.ics).walk("VEVENT")[0]
+    assert str(event["X-ROOMBRIDGE-KEY"]) == "7"
+    stored = google.emulator.event(google.room, made["id"])
+    assert stored is not None and "attendees" not in stored
+    with pytest.raises(CalendarError, match="not invited"):
+        google_calendar.decline(accepted.href, accepted.etag, reason="taken")
 
 
 def test_declining_an_event_without_the_room_is_an_error(google_calendar: GoogleCalendar):
     obj = written(single())[0]
     created = google_calendar.create(obj.uid, obj.ics)
     with pytest.raises(CalendarError, match="not invited"):
-        google_calendar.decline(created.href, created.etag, comment="no room here")
+        google_calendar.decline(created.href, created.etag, reason="no room here")
 
 
 def test_check_reaches_the_calendar(google: GoogleWorld, make_google_calendar: Callable[..., Any]):

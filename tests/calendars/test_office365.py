@@ -511,10 +511,69 @@ def test_foreign_events_read_as_their_own_icalendar(
     assert str(event["SUMMARY"]) == "Team sync"
     assert event["DTSTART"].dt == datetime(2025, 3, 11, 9, 0, tzinfo=LONDON)
     assert "ada@contoso.example" in str(event["ORGANIZER"])
-    office365.decline(read.href, "The room is booked")
+    assert office365.decline(read.href, reason="The room is booked") is None
     assert graph.emulator.events(ROOM) == []
     organizer = graph.emulator.events(USER)[0]
     assert organizer.fields["attendees"][0]["status"]["response"] == "declined"
+
+
+def test_the_room_accepts_tags_and_declines_occurrences_of_a_meeting(
+    office365: Office365Calendar, make_office365: Make, graph: GraphWorld
+):
+    meeting = graph.emulator.create_event(
+        USER,
+        {
+            "subject": "Stand-up",
+            "start": {"dateTime": "2025-03-12T09:00:00", "timeZone": "GMT Standard Time"},
+            "end": {"dateTime": "2025-03-12T09:30:00", "timeZone": "GMT Standard Time"},
+            "recurrence": {
+                "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["wednesday"]},
+                "range": {"type": "numbered", "startDate": "2025-03-12",
+                          "numberOfOccurrences": 4},
+            },
+            "attendees": [{"type": "resource", "emailAddress": {"address": ROOM}}],
+        },
+    )
+    graph.emulator.settle()
+    (read,) = office365.read_changes(None).changed
+    with pytest.raises(PreconditionFailed):
+        office365.accept(read.href, 'W/"stale"', provider="hq", keys=["s-1"])
+    second = datetime(2025, 3, 19, 9, 0, tzinfo=LONDON)
+    accepted = office365.accept(
+        read.href, read.etag, provider="hq", keys=["s-1"], declined=[second], reason="taken"
+    )
+    master = icalendar.Calendar.from_ical(accepted.ics).walk("VEVENT")[0]
+    assert (str(master["X-ROOMBRIDGE-PROVIDER"]), str(master["X-ROOMBRIDGE-KEY"])) == ("hq", "s-1")
+    assert master["EXDATE"].dts[0].dt == second
+    # Another process reads the same text back: the echo of the answer is no change.
+    (again,) = make_office365().read_changes(None).changed
+    assert again.ics == accepted.ics
+    replies = [(r.original, r.response, r.comment) for r in graph.emulator.replies(USER)]
+    assert replies == [(None, "accepted", ""), (second.astimezone(UTC), "declined", "taken")]
+    organizer = next(e for e in graph.emulator.events(USER) if e.id == meeting)
+    assert organizer.fields["attendees"][0]["status"]["response"] == "accepted"
+    with pytest.raises(CalendarError, match="organizer"):
+        office365.restore(accepted.href, accepted.etag, accepted.ics, reason="no")
+    assert office365.decline(accepted.href, reason="change refused") is None
+    assert graph.emulator.events(ROOM) == []
+
+
+def test_an_event_made_in_the_room_mailbox_is_only_tagged(
+    office365: Office365Calendar, graph: GraphWorld
+):
+    graph.emulator.create_event(
+        ROOM,
+        {
+            "subject": "Walk-in",
+            "start": {"dateTime": "2025-03-13T09:00:00", "timeZone": "GMT Standard Time"},
+            "end": {"dateTime": "2025-03-13T10:00:00", "timeZone": "GMT Standard Time"},
+        },
+    )
+    (read,) = office365.read_changes(None).changed
+    accepted = office365.accept(read.href, read.etag, provider="hq", keys=["7"])
+    event = icalendar.Calendar.from_ical(accepted.ics).walk("VEVENT")[0]
+    assert str(event["X-ROOMBRIDGE-KEY"]) == "7"
+    assert graph.emulator.replies(ROOM) == [] and graph.emulator.replies(USER) == []
 
 
 def test_rooms_are_listed_and_check_names_them(make_office365: Make):

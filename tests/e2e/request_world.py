@@ -15,6 +15,7 @@ from bridge.config import load_config
 from bridge.runtime import Runtime
 from bridge.sync.engine import PassOptions, RoomResult
 from tests.e2e.nexudus_portal_world import PortalCalDavWorld
+from tests.e2e.request_providers import request_room_keys
 from tests.e2e.world import PASSWORD, World
 from tests.plugins.caldav_servers import CalDAVServer
 
@@ -127,11 +128,7 @@ class RequestWorld(World, CalendarRequests):
         super().write_config()
         text = self.config_path.read_text()
         text = text.replace("future_days = 365", f"future_days = {self.future_days}")
-        text += (
-            'direction = "both"\n'
-            f'buffer_before = "{self.buffer_before}"\n'
-            f'buffer_after = "{self.buffer_after}"\n'
-        )
+        text += request_room_keys(self.buffer_before, self.buffer_after)
         if self.default_customer is not None:
             text += f'default_customer = "{self.default_customer}"\n'
         self.config_path.write_text(text)
@@ -155,6 +152,12 @@ class RequestWorld(World, CalendarRequests):
     def bridge_objects(self) -> list[str]:
         """UIDs of objects the bridge itself wrote."""
         return [uid for _href, uid, _ics in self.objects() if uid.startswith("roombridge-")]
+
+
+def booking_tag(ics: bytes) -> str | None:
+    """The X-ROOMBRIDGE-KEY an event (as a backend reads it) carries, if any."""
+    value = icalendar.Calendar.from_ical(ics).walk("VEVENT")[0].get("X-ROOMBRIDGE-KEY")
+    return None if value is None else str(value)
 
 
 def utc(value: object) -> datetime:

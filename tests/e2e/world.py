@@ -170,11 +170,7 @@ buffers = "{self.buffers}"
 
     def sync(self, *args: str) -> SyncOutcome:
         """Run ``roombridge sync --json`` in this process."""
-        os.environ["E2E_NEXUDUS_PASSWORD"] = PASSWORD
-        out = io.StringIO()
-        with redirect_stdout(out):
-            code = main(["sync", "--config", str(self.config_path), "--json", *args])
-        return SyncOutcome(code, json.loads(out.getvalue()))
+        return sync_in_process(self.config_path, {"E2E_NEXUDUS_PASSWORD": PASSWORD}, *args)
 
     def sync_process(self, *args: str) -> subprocess.Popen[bytes]:
         """Start ``roombridge sync`` as a separate process (to be killed, or waited for)."""
@@ -234,6 +230,15 @@ buffers = "{self.buffers}"
         )
         # Multisets: two provider bookings may share a slot (admins can double-book).
         assert Counter(self.calendar_instants()) == self.provider_instants()
+
+
+def sync_in_process(config: Path, environment: dict[str, str], *args: str) -> SyncOutcome:
+    """Run ``roombridge sync --json`` in this process with ``environment`` set."""
+    os.environ.update(environment)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = main(["sync", "--config", str(config), "--json", *args])
+    return SyncOutcome(code, json.loads(out.getvalue()))
 
 
 def _utc(value: Any) -> datetime:

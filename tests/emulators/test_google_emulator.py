@@ -623,6 +623,34 @@ def test_only_the_organizer_changes_shared_fields(api: Api, google: GoogleWorld)
     ] == "declined"
 
 
+def test_a_copy_takes_private_tags_by_patch_never_an_update(api: Api, google: GoogleWorld):
+    event = api.insert(invitation(START, google.room, summary="Planning"), GOOGLE_ADMIN)
+    api.request("GET", api.calendar())
+    path = api.calendar() + f"/{event['id']}"
+    copy = api.request("GET", path).json()
+    # Even an unchanged body may not be PUT on an attendee's copy.
+    replaced = api.request("PUT", path, json={k: copy[k] for k in ("summary", "start", "end")})
+    assert replaced.status_code == 403
+    assert error_of(replaced)["reason"] == "forbiddenForNonOrganizer"
+    shared = api.request(
+        "PATCH", path, json={"extendedProperties": {"shared": {"booking": "42"}}}
+    )
+    assert shared.status_code == 403
+    tagged = api.request(
+        "PATCH", path, json={"extendedProperties": {"private": {"roombridgeKeys": "42"}}}
+    )
+    assert tagged.status_code == 200, tagged.text
+    assert tagged.json()["extendedProperties"]["private"] == {"roombridgeKeys": "42"}
+    organizer_view = api.request("GET", api.calendar(GOOGLE_ADMIN) + f"/{event['id']}").json()
+    assert "extendedProperties" not in organizer_view
+    # The organizer's next edit reaches the copy; the room's private tags stay on it.
+    api.request("PATCH", api.calendar(GOOGLE_ADMIN) + f"/{event['id']}", json={"summary": "New"})
+    api.request("GET", api.calendar())
+    again = api.request("GET", path).json()
+    assert again["summary"] == "New"
+    assert again["extendedProperties"]["private"] == {"roombridgeKeys": "42"}
+
+
 # ----- import, watch ----------------------------------------------------------------------------
 
 

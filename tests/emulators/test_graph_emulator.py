@@ -470,6 +470,64 @@ def test_the_room_declines_a_meeting(client: httpx.Client, graph: GraphWorld):
     assert client.post(f"/users/{ROOM}/events/{seg(own['id'])}/decline", json={}).status_code == 400
 
 
+def test_the_room_accepts_and_tags_its_copy(client: httpx.Client, graph: GraphWorld):
+    first = create(client, meeting("2025-03-11T09:00:00", "2025-03-11T10:00:00"), USER)
+    graph.emulator.settle()
+    (copy,) = graph.emulator.events(ROOM)
+    url = f"/users/{ROOM}/events/{seg(copy.id)}"
+    tag = [{"id": PROP.replace("RoombridgeUid", "RoombridgeAnswer"), "value": "hq 42"}]
+    stale = client.patch(url, json={"singleValueExtendedProperties": tag},
+                         headers={"If-Match": 'W/"stale"'})
+    assert stale.status_code == 412
+    tagged = client.patch(url, json={"singleValueExtendedProperties": tag},
+                          headers={"If-Match": f'W/"{copy.change_key}"'})
+    assert tagged.status_code == 200, tagged.text
+    before = client.get(f"/users/{USER}/events/{seg(first['id'])}").json()["changeKey"]
+    accepted = client.post(f"{url}/accept", json={"comment": "", "sendResponse": True})
+    assert accepted.status_code == 202
+    after = client.get(f"/users/{USER}/events/{seg(first['id'])}").json()
+    assert after["attendees"][0]["status"]["response"] == "accepted"
+    assert after["changeKey"] != before
+    read = client.get(url, params={"$expand": "singleValueExtendedProperties($filter=id eq "
+                                   f"'{tag[0]['id']}')"}).json()
+    assert read["responseStatus"]["response"] == "accepted"
+    assert read["singleValueExtendedProperties"][0]["value"] == "hq 42"
+    own = create(client, body("2025-03-14T09:00:00", "2025-03-14T10:00:00"))
+    assert client.post(f"/users/{ROOM}/events/{seg(own['id'])}/accept", json={}).status_code == 400
+
+
+def test_the_room_declines_one_occurrence_and_it_stays_declined(
+    client: httpx.Client, graph: GraphWorld
+):
+    weekly = meeting("2025-03-12T09:00:00", "2025-03-12T10:00:00")
+    weekly["recurrence"] = WEEKLY
+    weekly["start"]["timeZone"] = weekly["end"]["timeZone"] = "GMT Standard Time"
+    series = create(client, weekly, USER)
+    graph.emulator.settle()
+    (copy,) = graph.emulator.events(ROOM)
+    second = datetime(2025, 3, 19, 9, 0, tzinfo=UTC)
+    occurrence = f"/users/{ROOM}/events/{seg(occurrence_id(copy.id, second))}/decline"
+    assert client.post(occurrence, json={"comment": "taken"}).status_code == 202
+    (reply,) = [r for r in graph.emulator.replies(USER) if r.response == "declined"]
+    assert (reply.event_id, reply.original, reply.comment) == (series["id"], second, "taken")
+    (copy,) = graph.emulator.events(ROOM)
+    assert second not in copy.live_instances(second, second + timedelta(hours=1))
+    assert len(copy.live_instances(second - timedelta(days=7), second + timedelta(days=40))) == 5
+    instances = client.get(
+        f"/users/{USER}/events/{seg(series['id'])}/instances",
+        params={"startDateTime": "2025-03-01T00:00:00Z", "endDateTime": "2025-05-01T00:00:00Z"},
+    ).json()["value"]
+    answers = {i["originalStart"][:10]: i["attendees"][0]["status"]["response"]
+               for i in instances}
+    assert answers["2025-03-19"] == "declined" and answers["2025-03-12"] == "accepted"
+    # The organizer retitles the series: the room's copy follows, the declined date stays out.
+    client.patch(f"/users/{USER}/events/{seg(series['id'])}", json={"subject": "Renamed"})
+    graph.emulator.settle()
+    (copy,) = graph.emulator.events(ROOM)
+    assert copy.fields["subject"] == "Renamed"
+    assert second in copy.cancelled
+
+
 def test_room_policy_may_allow_conflicts(client: httpx.Client, graph: GraphWorld):
     graph.emulator.add_room(
         "europa@contoso.example", "Europa", policy=RoomPolicy(allow_conflicts=True)

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.model import Booking, BookingStatus, Buffers, Recurrence, Window
+from bridge.model import Booking, BookingStatus, Buffers, Recurrence, Room, Window
+from bridge.sync.intake import request_of
 from bridge.sync.requests import (
     Accepted,
     Book,
@@ -204,3 +205,33 @@ def test_booked_requests_never_overlap_each_other_including_buffers(
     )
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
     assert booked, "the first request into an empty room is always booked"
+
+
+def _invitation(*rooms: tuple[str, str]) -> bytes:
+    """An organizer's meeting inviting ``rooms`` ((address, PARTSTAT) pairs)."""
+    lines = [
+        "BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//tests//EN", "BEGIN:VEVENT",
+        "UID:meet@client", "DTSTAMP:20250101T000000Z", "DTSTART:20250303T100000Z",
+        "DTEND:20250303T110000Z", "SUMMARY:Planning", "X-ROOMBRIDGE-PROVIDER:hq",
+        "X-ROOMBRIDGE-KEY:42", "ORGANIZER:mailto:ada@example.com",
+        *(f"ATTENDEE;CUTYPE=RESOURCE;PARTSTAT={answer}:mailto:{address}"
+          for address, answer in rooms),
+        "END:VEVENT", "END:VCALENDAR",
+    ]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def test_a_request_is_declined_only_by_its_own_room_and_read_as_foreign():
+    room = Room("callisto", "Callisto", ZONE, "hq", "7", "g", "callisto@rooms.example")
+    other_declined = _invitation(("callisto@rooms.example", "ACCEPTED"),
+                                 ("europa@rooms.example", "DECLINED"))
+    request_read = request_of(room, "meet@client", other_declined)
+    assert not request_read.declined_by_room
+    # The room's tags do not make the organizer's event read as one the bridge wrote.
+    assert request_read.booking.key == "meet@client" and request_read.booking.title == "Planning"
+    mine_declined = _invitation(("callisto@rooms.example", "DECLINED"),
+                                ("europa@rooms.example", "ACCEPTED"))
+    assert request_of(room, "meet@client", mine_declined).declined_by_room
+    # A calendar that is not addressed like its room (a CalDAV path): any room attendee counts.
+    plain = Room("callisto", "Callisto", ZONE, "hq", "7", "dav", "/rooms/callisto/")
+    assert request_of(plain, "meet@client", other_declined).declined_by_room
