@@ -10,6 +10,12 @@ privacy and buffer mode and then made fit for publishing:
   provider booking keys and never shares a UID with the room's CalDAV calendar;
 - cancelled occurrences of a series become EXDATEs (clients disagree on cancelled
   overrides, none on EXDATE), and a cancelled booking renders to nothing;
+- a set of dates without a rule (RDATEs only) lists its first date among its RDATEs too:
+  RFC 5545 counts DTSTART once either way, and the ``ical`` library (Home Assistant)
+  drops DTSTART from an RDATE-only set;
+- a one-off event (or an override) whose wall time is ambiguous (the hour repeated when
+  clocks go back) or skipped is written in UTC: RFC 5545 means the first of the two, but
+  vobject reads the second, which would show a different end than every other reader;
 - DTSTAMP and SEQUENCE are left as a placeholder, filled in by :func:`stamped` with when the
   chunk's content last changed and how often it did, so clients see every edit.
 
@@ -28,6 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from icalendar import Timezone
 
@@ -51,6 +58,8 @@ _DROPPED_BUSY = (*_DROPPED, "CLASS:", "CLASS;")
 #: Date-time properties that may name a zone (only their parameters are searched for TZID).
 _ZONED = ("DTSTART;", "DTEND;", "RDATE;", "EXDATE;", "RECURRENCE-ID;")
 _UNFOLD = re.compile("\r\n[ \t]")
+_BOUNDS = ("DTSTART;", "DTEND;")
+_LOCAL_TIME = re.compile(r"\d{8}T\d{6}")
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -82,6 +91,9 @@ def feed_booking(booking: Booking) -> Booking | None:
     recurrence = booking.recurrence
     if recurrence is None:
         return booking
+    if recurrence.rrule is None and booking.start not in recurrence.rdates:
+        recurrence = replace(recurrence, rdates=(booking.start, *recurrence.rdates))
+        booking = booking.evolve(recurrence=recurrence)
     cancelled = [o for o in recurrence.overrides if o.status is BookingStatus.CANCELLED]
     if not cancelled:
         return booking
@@ -200,6 +212,7 @@ def _published_events(ics: bytes, room_id: str, privacy: Privacy) -> dict[str, _
         if line == "END:VEVENT":
             inside = False
             event.append(line)
+            event = _unambiguous(event)
             group = groups.setdefault(uid, _PublishedEvents([], {}))
             group.lines.extend(event)
             group.zones.update(zones)
@@ -213,6 +226,30 @@ def _published_events(ics: bytes, room_id: str, privacy: Privacy) -> dict[str, _
             zones[_tzid_of(line)] = None
         event.append(line if len(line) <= LINE_OCTETS and line.isascii() else fold_line(line))
     return groups
+
+
+def _unambiguous(event: list[str]) -> list[str]:
+    """A non-recurring VEVENT with any ambiguous or skipped local DTSTART/DTEND put in UTC."""
+    if any(line.startswith(("RRULE", "RDATE")) for line in event):
+        return event
+    return [_in_utc_if_ambiguous(line) if line.startswith(_BOUNDS) else line for line in event]
+
+
+def _in_utc_if_ambiguous(line: str) -> str:
+    """``DTSTART;TZID=Z:local`` as ``DTSTART:utcZ`` when the local time is not unique."""
+    name, _, value = line.partition(":")
+    if ";TZID=" not in name or not _LOCAL_TIME.fullmatch(value):
+        return line
+    try:
+        zone = ZoneInfo(_tzid_of(line))
+    except (ZoneInfoNotFoundError, ValueError):
+        return line
+    local = datetime.strptime(value, "%Y%m%dT%H%M%S").replace(tzinfo=zone)
+    if local.utcoffset() == local.replace(fold=1).utcoffset():
+        return line
+    # fold=0: the first of a repeated hour, and the offset before a skipped one (RFC 5545).
+    instant = local.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{name.split(';', 1)[0]}:{instant}"
 
 
 def _tzid_of(line: str) -> str:
