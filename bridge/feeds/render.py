@@ -4,7 +4,8 @@ A chunk is the VEVENT text of one booking (its master, its overrides and, with `
 buffers, its setup/cleanup series), rendered once by :mod:`mappings.ical` under the room's
 privacy and buffer mode and then made fit for publishing:
 
-- every ``X-ROOMBRIDGE-*`` round-trip property is dropped (so is ``CLASS`` in a busy feed):
+- no ``X-ROOMBRIDGE-*`` round-trip property is written (one that appears is dropped; so is
+  ``CLASS`` in a busy feed):
   a subscriber sees times, status and what the privacy level allows, nothing else;
 - the UID becomes an opaque hash of the room and the calendar UID, so a feed does not show
   provider booking keys and never shares a UID with the room's CalDAV calendar;
@@ -154,7 +155,7 @@ def render_bookings(
     live = [minimised(booking, privacy) for booking in shown if booking is not None]
     if not live:
         return [None for _ in bookings]
-    ics = bookings_to_calendar(live, privacy=privacy, buffers=buffers)
+    ics = bookings_to_calendar(live, privacy=privacy, buffers=buffers, round_trip=False)
     events = _published_events(ics, room_id, privacy)
     return [None if booking is None else _rendered(booking, events, buffers) for booking in shown]
 
@@ -240,16 +241,35 @@ def _in_utc_if_ambiguous(line: str) -> str:
     name, _, value = line.partition(":")
     if ";TZID=" not in name or not _LOCAL_TIME.fullmatch(value):
         return line
-    try:
-        zone = ZoneInfo(_tzid_of(line))
-    except (ZoneInfoNotFoundError, ValueError):
+    tzid = _tzid_of(line)
+    if value[:8] not in _days_with_a_change(tzid, int(value[:4])):
         return line
+    zone = ZoneInfo(tzid)
     local = datetime.strptime(value, "%Y%m%dT%H%M%S").replace(tzinfo=zone)
     if local.utcoffset() == local.replace(fold=1).utcoffset():
         return line
     # fold=0: the first of a repeated hour, and the offset before a skipped one (RFC 5545).
     instant = local.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{name.split(';', 1)[0]}:{instant}"
+
+
+@lru_cache(maxsize=256)
+def _days_with_a_change(tzid: str, year: int) -> frozenset[str]:
+    """``YYYYMMDD`` of the days around each UTC-offset change of a zone in a year (cached)."""
+    try:
+        zone = ZoneInfo(tzid)
+    except (ZoneInfoNotFoundError, ValueError):
+        return frozenset()
+    days: set[str] = set()
+    day = datetime(year, 1, 1, 12, tzinfo=zone) - timedelta(days=1)
+    offset = day.utcoffset()
+    while day.year <= year:
+        following = day + timedelta(days=1)
+        if following.utcoffset() != offset:
+            days.update(f"{moment:%Y%m%d}" for moment in (day, following))
+            offset = following.utcoffset()
+        day = following
+    return frozenset(days)
 
 
 def _tzid_of(line: str) -> str:
