@@ -462,6 +462,25 @@ def test_tokens_are_cached_and_refreshed_after_a_401(make_office365: Make, graph
     assert account.tokens.acquired == 2
 
 
+def test_a_token_inside_msals_five_minute_margin_is_renewed_before_use(
+    make_office365: Make, graph: GraphWorld
+):
+    account = Office365Account(graph.config())
+    backend = make_office365(account=account)
+    graph.identity.lifetime = 3599  # far from expiry: one grant serves every request
+    backend.read_changes(None)
+    backend.read_changes(None)
+    assert account.tokens.acquired == 1
+    graph.identity.lifetime = 240  # a token expiring within 5 minutes is never reused
+    fresh = Office365Account(graph.config())
+    near = make_office365(account=fresh)
+    grants = graph.identity.token_requests()
+    near.read_changes(None)
+    near.read_changes(None)
+    assert graph.identity.token_requests() == grants + 2
+    assert fresh.tokens.acquired == 2
+
+
 def test_bad_credentials_fail_cleanly_without_the_secret(make_office365: Make, graph: GraphWorld):
     wrong = make_office365(
         client_secret=type(graph.config().client_secret)("wrong-" + GRAPH_SECRET)
