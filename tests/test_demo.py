@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -35,7 +36,13 @@ def start_demo(folder: Path, *extra: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as in a terminal
     )
+
+
+def ctrl_c(process: subprocess.Popen[str]) -> None:
+    """What a terminal does on Ctrl-C: SIGINT to the whole foreground process group."""
+    os.killpg(process.pid, signal.SIGINT)
 
 
 def read_summary(process: subprocess.Popen[str], timeout: float = 90) -> str:
@@ -80,9 +87,28 @@ def test_demo_serves_feeds_and_calendars_then_stops_on_ctrl_c(tmp_path: Path):
         wrong = re.sub(r"/[^/]+\.ics$", "/not-the-token.ics", feeds[0])
         assert httpx.get(wrong, timeout=10).status_code == 404
         assert httpx.request("PROPFIND", calendars[0], headers={"Depth": "1"}).status_code == 207
-        process.send_signal(signal.SIGINT)
+        ctrl_c(process)
         assert process.wait(timeout=60) == 0
         assert not port_open(feeds[0]) and not port_open(calendars[0])
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_ctrl_c_during_start_up_stops_everything_without_a_false_error(tmp_path: Path):
+    process = start_demo(tmp_path / "demo")
+    try:
+        assert process.stderr is not None
+        assert "starting" in process.stderr.readline()
+        time.sleep(1.0)  # inside the start-up: emulators up, Radicale starting
+        ctrl_c(process)
+        _, err = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert "did not start" not in err and "Traceback" not in err
+    assert "stopping" in err
+    radicale = (tmp_path / "demo" / "radicale.conf").read_text()
+    port = re.search(r"hosts = 127.0.0.1:(\d+)", radicale).group(1)  # type: ignore[union-attr]
+    assert not port_open(f"http://127.0.0.1:{port}")
