@@ -84,6 +84,11 @@ def test_demo_serves_feeds_and_calendars_then_stops_on_ctrl_c(tmp_path: Path):
             # Busy feeds: no booker names or notes from the seeded data.
             for secret in ("Ada Lovelace", "Design review", "Grace Hopper", "Focus session"):
                 assert secret.encode() not in response.content
+        status_page = re.search(r"status page\s+(http://\S+/)", summary).group(1)  # type: ignore[union-attr]
+        page = httpx.get(status_page, timeout=10).text
+        assert page.count("<td>ok</td>") == 3 and "/feeds/" not in page
+        for url in re.findall(r"(?:health|metrics)\s+(http://\S+)", summary):
+            assert httpx.get(url, timeout=10).status_code == 200
         wrong = re.sub(r"/[^/]+\.ics$", "/not-the-token.ics", feeds[0])
         assert httpx.get(wrong, timeout=10).status_code == 404
         assert httpx.request("PROPFIND", calendars[0], headers={"Depth": "1"}).status_code == 207
