@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from bridge.config import load_config
 from bridge.feeds.publisher import FeedPublisher
 from bridge.feeds.render import feed_window
 from bridge.model import Booking
@@ -28,9 +27,9 @@ from bridge.state.store import StateStore
 from mappings import nexudus, officernd, prospero
 from mappings.expansion import live_instants
 from tests.feeds.parsers import READERS
+from tests.feeds.test_publisher import ROOM, write_config
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
-ROOM = "room-under-test"
 MAPPINGS: dict[str, Callable[..., list[Booking]]] = {
     "nexudus": nexudus.from_json,
     "officernd": officernd.from_json,
@@ -94,38 +93,11 @@ def fragments(value: str) -> set[str]:
     return {item for item in found if len(item) >= 4}
 
 
-def write_config(folder: Path, privacy: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"bridge-{privacy}.toml"
-    path.write_text(f"""
-[state]
-url = "sqlite:///{folder / 'state.db'}"
-
-[sync]
-past_days = 30
-future_days = 365
-
-[providers.hq]
-kind = "nexudus"
-base_url = "http://127.0.0.1:9"
-username = "u"
-password = "p"
-
-[[rooms]]
-id = "{ROOM}"
-name = "Sala Uno"
-provider = "hq"
-resource = "r1"
-timezone = "Europe/London"
-buffers = "separate"
-feed_privacy = "{privacy}"
-""")
-    return path
-
-
 def feed_of(folder: Path, bookings: list[Booking], now: datetime, privacy: str) -> bytes:
     """The room's feed as the server would send it, from bookings put into the store."""
-    config = load_config(write_config(folder, privacy))
+    folder.mkdir(parents=True, exist_ok=True)
+    config = write_config(folder, f"sqlite:///{folder / 'state.db'}", privacy=privacy,
+                          buffers="separate")
     with StateStore.open(config.state.url) as store:
         for booking in bookings:
             store.put_provider_booking(ROOM, booking, now)
