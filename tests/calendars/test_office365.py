@@ -201,6 +201,28 @@ def window_bookings(draw: st.DrawFn) -> Booking:
 MAILBOXES = itertools.count()
 
 
+def test_two_occurrences_moved_onto_one_time_stay_two_events(
+    office365: Office365Calendar, graph: GraphWorld
+):
+    # Regression (found by Hypothesis): both members had one transactionId, Graph kept one.
+    first, second = (datetime(2025, 3, 20, hour, tzinfo=LONDON) for hour in (9, 10))
+    moved = (datetime(2025, 3, 20, 12, tzinfo=LONDON), datetime(2025, 3, 20, 13, tzinfo=LONDON))
+    uid, ics = only(
+        booking(
+            "collide",
+            recurrence=Recurrence(
+                rdates=(first, second),
+                overrides=(Override(first, *moved), Override(second, *moved)),
+            ),
+        )
+    )
+    written = office365.create(uid, ics)
+    assert graph_spans(graph) == spans(ics, graph.window())
+    assert len(graph.emulator.events(ROOM)) == 3
+    (read,) = office365.read_changes(None).changed
+    assert read.href == written.href and content_hash(read.ics) == content_hash(ics)
+
+
 @settings(
     max_examples=100,
     deadline=None,
