@@ -110,7 +110,9 @@ def minimised(booking: Booking, privacy: Privacy) -> Booking:
     """The booking without what the privacy level keeps out of a feed, nor provider extras.
 
     The mapping already writes only what the level allows; removing the rest before it
-    even sees the booking keeps that true whatever the mapping does.
+    even sees the booking keeps that true whatever the mapping does. A busy feed does not
+    even say when the booking was last edited (no LAST-MODIFIED): clients see edits through
+    DTSTAMP and SEQUENCE.
     """
     title = privacy is not Privacy.BUSY
     full = privacy is Privacy.FULL
@@ -128,6 +130,7 @@ def minimised(booking: Booking, privacy: Privacy) -> Booking:
         attendees=booking.attendees if full else (),
         recurrence=recurrence,
         version=None,
+        updated=booking.updated if title else None,
         extra=(),
     )
 

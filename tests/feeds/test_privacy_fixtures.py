@@ -42,6 +42,8 @@ PERSONAL_KEY = re.compile(
     re.IGNORECASE,
 )
 NOT_PERSONAL_KEY = re.compile(r"zone|id$|ids$", re.IGNORECASE)
+# When someone edited the booking is the booking's too (a busy feed shows only its times).
+EDIT_TIME_KEY = re.compile(r"updated|modified|created", re.IGNORECASE)
 # Fixtures whose bookings are cancelled are made live, so that they reach the feed at all.
 MAKE_LIVE: dict[str, dict[str, Any]] = {
     "v1-booking-object.json": {"canceled": False},
@@ -83,6 +85,9 @@ def personal_values(data: object, key: str = "") -> Iterator[str]:
             yield from personal_values(item, key)
     elif isinstance(data, str) and PERSONAL_KEY.search(key) and not NOT_PERSONAL_KEY.search(key):
         yield data
+    elif isinstance(data, str) and EDIT_TIME_KEY.search(key) and re.match(r"\d{4}-\d\d-", data):
+        # As a date-time property would show it: 2025-01-02T03:04:05Z → 20250102T030405
+        yield re.sub(r"[-:]", "", data)[:15]
 
 
 def fragments(value: str) -> set[str]:
