@@ -9,10 +9,13 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import icalendar
+
+from tests.feeds.parsers import READERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,6 +84,11 @@ def test_demo_serves_feeds_and_calendars_then_stops_on_ctrl_c(tmp_path: Path):
             assert response.headers["content-type"].startswith("text/calendar")
             events = icalendar.Calendar.from_ical(response.content).walk("VEVENT")
             assert events
+            # The four parsers see the same occurrences over the seeded months.
+            now = datetime.now(UTC)
+            seen = [read(response.content, now - timedelta(days=1), now + timedelta(days=200))
+                    for read in READERS.values()]
+            assert seen[0] and all(other == seen[0] for other in seen[1:])
             # Busy feeds: no booker names or notes from the seeded data.
             for secret in ("Ada Lovelace", "Design review", "Grace Hopper", "Focus session"):
                 assert secret.encode() not in response.content
