@@ -644,8 +644,11 @@ def _address(person: Person) -> vCalAddress:
     if person.name:
         name = _clean_text(person.name)
         # icalendar misreads a backslash in a parameter as an escape (CN shows a look-alike)
-        # and trims edge whitespace; then the exact name also travels percent-escaped.
-        address.params["CN"] = name.replace("\\", FULLWIDTH_BACKSLASH)
+        # and trims edge whitespace (so CN is written trimmed: what is written is what is
+        # read, and hashed); then the exact name also travels percent-escaped.
+        shown = name.replace("\\", FULLWIDTH_BACKSLASH).strip()
+        if shown:
+            address.params["CN"] = shown
         if "\\" in name or "\t" in name or name != name.strip():
             address.params[X_NAME_PARAM] = quote(name, safe="")
     if person.phone and person.email:
