@@ -204,10 +204,13 @@ def radicale(folder: Path, port: int) -> Iterator[str]:
         "[logging]\nlevel = warning\n"
     )
     log = (folder / "radicale.log").open("wb")
+    # A session of its own: a terminal's Ctrl-C reaches the demo only, which then stops
+    # Radicale itself (else Radicale dies first and a Ctrl-C during start-up reads as a crash).
     process = subprocess.Popen(
         [sys.executable, "-m", "radicale", "--config", str(config)],
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -6,7 +6,9 @@
   any other unknown path all answer the very same ``404``.
 - ``GET /healthz`` — ``200`` when the state store answers, else ``503``.
 - ``GET /metrics`` — Prometheus text format (feed requests, renders, durations, syncs).
-- ``GET /`` — a minimal HTML list of the configured rooms (no feed URLs, no tokens).
+- ``GET /`` — the status page: each configured room with its last sync, outcome, number of
+  pending errors and next device action (no feed URLs, tokens, error texts or door codes:
+  the page is as public as the server).
 
 Tokens are secrets: the request log writes feed paths with the token replaced by ``***``;
 uvicorn's own access log is off (see :func:`serve`).
@@ -34,6 +36,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.config import Config
+from bridge.devices.status import next_device_action
 from bridge.errors import StateError
 from bridge.feeds.metrics import UNKNOWN_ROOM, FeedMetrics
 from bridge.feeds.publisher import FEED_PATH, FeedDocument, FeedPublisher, utc_now
@@ -140,16 +143,29 @@ class _Endpoints:
         return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     def index(self, request: Request) -> Response:
-        """The configured rooms by name: no feed URLs and no tokens."""
-        items = "".join(
-            f"<li>{html.escape(room.name)} ({html.escape(room.id)})</li>"
-            for room in self.config.rooms
-        )
+        """The status page: per room, the last sync, its outcome, pending errors, next action."""
+        try:
+            rows = "".join(self._status_row(room.id, room.name) for room in self.config.rooms)
+        except StateError as exc:
+            log.error("status page unavailable: %s", exc)
+            return PlainTextResponse("state store unreachable\n", status_code=503)
         page = (
             "<!doctype html><html><head><meta charset=utf-8><title>roombridge</title></head>"
-            f"<body><h1>Rooms</h1><ul>{items}</ul></body></html>"
+            "<body><h1>Rooms</h1><table><tr><th>room</th><th>last sync</th><th>outcome</th>"
+            f"<th>pending errors</th><th>next device action</th></tr>{rows}</table>"
+            "</body></html>"
         )
-        return HTMLResponse(page, headers=_SECURITY_HEADERS)
+        return HTMLResponse(page, headers={"Cache-Control": "no-store", **_SECURITY_HEADERS})
+
+    def _status_row(self, room_id: str, name: str) -> str:
+        """One room's row: counts and times only."""
+        last = self.store.last_run(room_id, finished=True)
+        outcome = "never synced" if last is None else "ok" if last.ok else "failed"
+        when = last.finished_at.isoformat() if last and last.finished_at else "-"
+        upcoming = next_device_action(self.store, room_id)
+        action = f"{upcoming['action']} at {upcoming['due']}" if upcoming else "-"
+        cells = (f"{name} ({room_id})", when, outcome, str(len(self.store.errors(room_id))), action)
+        return "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>"
 
 
 # --- conditional and compressed feed responses ------------------------------------------------

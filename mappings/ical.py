@@ -221,6 +221,7 @@ class _Rendering:
     privacy: Privacy
     buffers: BufferMode
     dtstamp: datetime
+    round_trip: bool = True
 
 
 def booking_to_objects(
@@ -258,12 +259,17 @@ def bookings_to_calendar(
     buffers: BufferMode,
     name: str | None = None,
     dtstamp: datetime | None = None,
+    round_trip: bool = True,
 ) -> bytes:
-    """One VCALENDAR with every booking's events and each VTIMEZONE once (feeds, ``convert``)."""
+    """One VCALENDAR with every booking's events and each VTIMEZONE once (feeds, ``convert``).
+
+    ``round_trip=False`` leaves out the ``X-ROOMBRIDGE-*`` properties: the calendar can then
+    not be read back into bookings, and costs about a third fewer lines (feeds drop them).
+    """
     events: list[Event] = []
     first_year, last_year = 9999, 1
     for booking in bookings:
-        rendering = _rendering(booking, privacy, buffers, dtstamp)
+        rendering = _rendering(booking, privacy, buffers, dtstamp, round_trip)
         for series in _series_of(rendering):
             events.extend(_series_events(series, rendering))
         low, high = _years_spanned(booking)
@@ -273,7 +279,11 @@ def bookings_to_calendar(
 
 
 def _rendering(
-    booking: Booking, privacy: Privacy, buffers: BufferMode, dtstamp: datetime | None
+    booking: Booking,
+    privacy: Privacy,
+    buffers: BufferMode,
+    dtstamp: datetime | None,
+    round_trip: bool = True,
 ) -> _Rendering:
     """The rendering choices for one booking, validating its zone."""
     stamp = dtstamp or booking.updated or FIXED_DTSTAMP
@@ -285,6 +295,7 @@ def _rendering(
         privacy=_effective_privacy(booking, privacy),
         buffers=buffers,
         dtstamp=stamp.astimezone(UTC),
+        round_trip=round_trip,
     )
 
 
@@ -493,6 +504,8 @@ def _master_event(series: _Series, rendering: _Rendering) -> Event:
         _add_recurrence(event, series.recurrence, zone)
     if booking.updated is not None:
         event.add("LAST-MODIFIED", booking.updated.astimezone(UTC))
+    if not rendering.round_trip:
+        return event
     _add_round_trip(event, series.role, rendering)
     original = booking.recurrence.rrule if booking.recurrence else None
     if (
@@ -520,7 +533,7 @@ def _override_event(series: _Series, override: Override, rendering: _Rendering) 
     title = booking.title if override.title is None else override.title
     description = booking.description if override.description is None else override.description
     _add_content(event, series.role, rendering, title, description)
-    if series.role is not Role.BOOKING:
+    if series.role is not Role.BOOKING or not rendering.round_trip:
         return event
     explicit = _explicit_fields(override, rendering.privacy)
     if explicit:
@@ -631,8 +644,11 @@ def _address(person: Person) -> vCalAddress:
     if person.name:
         name = _clean_text(person.name)
         # icalendar misreads a backslash in a parameter as an escape (CN shows a look-alike)
-        # and trims edge whitespace; then the exact name also travels percent-escaped.
-        address.params["CN"] = name.replace("\\", FULLWIDTH_BACKSLASH)
+        # and trims edge whitespace (so CN is written trimmed: what is written is what is
+        # read, and hashed); then the exact name also travels percent-escaped.
+        shown = name.replace("\\", FULLWIDTH_BACKSLASH).strip()
+        if shown:
+            address.params["CN"] = shown
         if "\\" in name or "\t" in name or name != name.strip():
             address.params[X_NAME_PARAM] = quote(name, safe="")
     if person.phone and person.email:

@@ -172,11 +172,22 @@ def test_healthz_and_metrics(client: TestClient, store: StateStore) -> None:
     assert store.feed_token(ROOM, NOW) not in text
 
 
-def test_index_lists_rooms_without_urls_or_tokens(client: TestClient, store: StateStore) -> None:
+def test_status_page_shows_each_rooms_sync_without_urls_tokens_or_messages(
+    client: TestClient, store: StateStore
+) -> None:
     token = store.feed_token(ROOM, NOW)
     page = client.get("/")
     assert page.status_code == 200 and "Callisto" in page.text and "Io" in page.text
-    assert token not in page.text and "/feeds/" not in page.text
+    assert page.text.count("never synced") == 2
+    run = store.begin_run(ROOM, NOW)
+    store.finish_run(run, NOW + timedelta(seconds=3), ok=False, errors=["Secret board meeting"])
+    store.record_error(ROOM, "b9", "create", "HTTP 500 for Secret board meeting", NOW)
+    text = client.get("/").text
+    row = text.split("Callisto (callisto)")[1].split("</tr>")[0]
+    cells = [cell.split("</td>")[0] for cell in row.split("<td>")[1:]]
+    assert cells == [(NOW + timedelta(seconds=3)).isoformat(), "failed", "1", "-"]
+    assert text.count("never synced") == 1
+    assert token not in text and "/feeds/" not in text and "Secret" not in text
 
 
 def test_tokens_never_reach_the_log(client: TestClient, store: StateStore,

@@ -84,7 +84,7 @@ STORED_PREFIX = "z1:"
 #: How far a series' rule is checked when Graph would read its zone under another name.
 ZONE_CHECK_SPAN = timedelta(days=800)
 
-_MEMBER_TRANSACTION = re.compile(r"rb1-([0-9a-f]{32})-m\d{8}T\d{6}Z")
+_MEMBER_TRANSACTION = re.compile(r"rb1-([0-9a-f]{32})-m\d{8}T\d{6}Z(?:-\d+)?")
 _OBJECT_TRANSACTION = re.compile(r"rb1-([0-9a-f]{32})-e")
 
 
@@ -172,9 +172,15 @@ def transaction_id(uid: str) -> str:
     return f"{TRANSACTION_PREFIX}{uid_digest(uid)}-e"
 
 
-def member_transaction_id(uid: str, start: datetime) -> str:
-    """The ``transactionId`` of the member starting at ``start``."""
-    return f"{TRANSACTION_PREFIX}{uid_digest(uid)}-m{start.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+def member_transaction_id(uid: str, start: datetime, repeat: int = 0) -> str:
+    """The ``transactionId`` of the member starting at ``start``.
+
+    ``repeat`` counts the members before it that start at the same instant (two moved
+    occurrences may land on one time): without it Graph would take the second create for a
+    retry of the first and keep only one of them.
+    """
+    instant = f"{start.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    return f"{TRANSACTION_PREFIX}{uid_digest(uid)}-m{instant}" + (f"-{repeat}" if repeat else "")
 
 
 def member_digest(transaction: str | None) -> str | None:
@@ -657,9 +663,13 @@ def _override_shapes(plan: Plan) -> dict[datetime, Shape]:
 
 
 def member_body(
-    plan: Plan, shape: Shape, index: int, count: int, span: Window
+    plan: Plan, shape: Shape, index: int, count: int, span: Window, *, repeat: int = 0
 ) -> dict[str, object]:
-    """The POST body of one member; the first carries the iCalendar text."""
+    """The POST body of one member; the first carries the iCalendar text.
+
+    ``repeat``: how many earlier members start at the same instant (see
+    :func:`member_transaction_id`).
+    """
     body = _shape_fields(shape, plan.zone)
     extra = [(MEMBER_PROPERTY, member_value(plan.uid, index, count))]
     if index == 0:
@@ -667,7 +677,7 @@ def member_body(
     body.update(
         {
             "isReminderOn": False,
-            "transactionId": member_transaction_id(plan.uid, shape.start),
+            "transactionId": member_transaction_id(plan.uid, shape.start, repeat),
             "singleValueExtendedProperties": _properties(plan, extra),
         }
     )

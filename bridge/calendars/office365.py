@@ -51,6 +51,7 @@ import random
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -1052,8 +1053,10 @@ class Office365Calendar:
         if not shapes:
             raise CalendarError("create", plan.uid, None, "no occurrence in the window to write")
         written: list[tuple[str, str | None]] = []
+        starts: Counter[datetime] = Counter()
         for index, shape in enumerate(shapes):
-            body = member_body(plan, shape, index, len(shapes), span)
+            body = member_body(plan, shape, index, len(shapes), span, repeat=starts[shape.start])
+            starts[shape.start] += 1
             response = self._send(
                 "create",
                 "POST",

@@ -4,12 +4,19 @@ A chunk is the VEVENT text of one booking (its master, its overrides and, with `
 buffers, its setup/cleanup series), rendered once by :mod:`mappings.ical` under the room's
 privacy and buffer mode and then made fit for publishing:
 
-- every ``X-ROOMBRIDGE-*`` round-trip property is dropped (so is ``CLASS`` in a busy feed):
+- no ``X-ROOMBRIDGE-*`` round-trip property is written (one that appears is dropped; so is
+  ``CLASS`` in a busy feed):
   a subscriber sees times, status and what the privacy level allows, nothing else;
 - the UID becomes an opaque hash of the room and the calendar UID, so a feed does not show
   provider booking keys and never shares a UID with the room's CalDAV calendar;
 - cancelled occurrences of a series become EXDATEs (clients disagree on cancelled
   overrides, none on EXDATE), and a cancelled booking renders to nothing;
+- a set of dates without a rule (RDATEs only) lists its first date among its RDATEs too:
+  RFC 5545 counts DTSTART once either way, and the ``ical`` library (Home Assistant)
+  drops DTSTART from an RDATE-only set;
+- a one-off event (or an override) whose wall time is ambiguous (the hour repeated when
+  clocks go back) or skipped is written in UTC: RFC 5545 means the first of the two, but
+  vobject reads the second, which would show a different end than every other reader;
 - DTSTAMP and SEQUENCE are left as a placeholder, filled in by :func:`stamped` with when the
   chunk's content last changed and how often it did, so clients see every edit.
 
@@ -28,6 +35,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from icalendar import Timezone
 
@@ -51,6 +59,8 @@ _DROPPED_BUSY = (*_DROPPED, "CLASS:", "CLASS;")
 #: Date-time properties that may name a zone (only their parameters are searched for TZID).
 _ZONED = ("DTSTART;", "DTEND;", "RDATE;", "EXDATE;", "RECURRENCE-ID;")
 _UNFOLD = re.compile("\r\n[ \t]")
+_BOUNDS = ("DTSTART;", "DTEND;")
+_LOCAL_TIME = re.compile(r"\d{8}T\d{6}")
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -82,6 +92,9 @@ def feed_booking(booking: Booking) -> Booking | None:
     recurrence = booking.recurrence
     if recurrence is None:
         return booking
+    if recurrence.rrule is None and booking.start not in recurrence.rdates:
+        recurrence = replace(recurrence, rdates=(booking.start, *recurrence.rdates))
+        booking = booking.evolve(recurrence=recurrence)
     cancelled = [o for o in recurrence.overrides if o.status is BookingStatus.CANCELLED]
     if not cancelled:
         return booking
@@ -97,7 +110,9 @@ def minimised(booking: Booking, privacy: Privacy) -> Booking:
     """The booking without what the privacy level keeps out of a feed, nor provider extras.
 
     The mapping already writes only what the level allows; removing the rest before it
-    even sees the booking keeps that true whatever the mapping does.
+    even sees the booking keeps that true whatever the mapping does. A busy feed does not
+    even say when the booking was last edited (no LAST-MODIFIED): clients see edits through
+    DTSTAMP and SEQUENCE.
     """
     title = privacy is not Privacy.BUSY
     full = privacy is Privacy.FULL
@@ -115,6 +130,7 @@ def minimised(booking: Booking, privacy: Privacy) -> Booking:
         attendees=booking.attendees if full else (),
         recurrence=recurrence,
         version=None,
+        updated=booking.updated if title else None,
         extra=(),
     )
 
@@ -142,7 +158,7 @@ def render_bookings(
     live = [minimised(booking, privacy) for booking in shown if booking is not None]
     if not live:
         return [None for _ in bookings]
-    ics = bookings_to_calendar(live, privacy=privacy, buffers=buffers)
+    ics = bookings_to_calendar(live, privacy=privacy, buffers=buffers, round_trip=False)
     events = _published_events(ics, room_id, privacy)
     return [None if booking is None else _rendered(booking, events, buffers) for booking in shown]
 
@@ -200,6 +216,7 @@ def _published_events(ics: bytes, room_id: str, privacy: Privacy) -> dict[str, _
         if line == "END:VEVENT":
             inside = False
             event.append(line)
+            event = _unambiguous(event)
             group = groups.setdefault(uid, _PublishedEvents([], {}))
             group.lines.extend(event)
             group.zones.update(zones)
@@ -213,6 +230,49 @@ def _published_events(ics: bytes, room_id: str, privacy: Privacy) -> dict[str, _
             zones[_tzid_of(line)] = None
         event.append(line if len(line) <= LINE_OCTETS and line.isascii() else fold_line(line))
     return groups
+
+
+def _unambiguous(event: list[str]) -> list[str]:
+    """A non-recurring VEVENT with any ambiguous or skipped local DTSTART/DTEND put in UTC."""
+    if any(line.startswith(("RRULE", "RDATE")) for line in event):
+        return event
+    return [_in_utc_if_ambiguous(line) if line.startswith(_BOUNDS) else line for line in event]
+
+
+def _in_utc_if_ambiguous(line: str) -> str:
+    """``DTSTART;TZID=Z:local`` as ``DTSTART:utcZ`` when the local time is not unique."""
+    name, _, value = line.partition(":")
+    if ";TZID=" not in name or not _LOCAL_TIME.fullmatch(value):
+        return line
+    tzid = _tzid_of(line)
+    if value[:8] not in _days_with_a_change(tzid, int(value[:4])):
+        return line
+    zone = ZoneInfo(tzid)
+    local = datetime.strptime(value, "%Y%m%dT%H%M%S").replace(tzinfo=zone)
+    if local.utcoffset() == local.replace(fold=1).utcoffset():
+        return line
+    # fold=0: the first of a repeated hour, and the offset before a skipped one (RFC 5545).
+    instant = local.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{name.split(';', 1)[0]}:{instant}"
+
+
+@lru_cache(maxsize=256)
+def _days_with_a_change(tzid: str, year: int) -> frozenset[str]:
+    """``YYYYMMDD`` of the days around each UTC-offset change of a zone in a year (cached)."""
+    try:
+        zone = ZoneInfo(tzid)
+    except (ZoneInfoNotFoundError, ValueError):
+        return frozenset()
+    days: set[str] = set()
+    day = datetime(year, 1, 1, 12, tzinfo=zone) - timedelta(days=1)
+    offset = day.utcoffset()
+    while day.year <= year:
+        following = day + timedelta(days=1)
+        if following.utcoffset() != offset:
+            days.update(f"{moment:%Y%m%d}" for moment in (day, following))
+            offset = following.utcoffset()
+        day = following
+    return frozenset(days)
 
 
 def _tzid_of(line: str) -> str:

@@ -201,6 +201,28 @@ def window_bookings(draw: st.DrawFn) -> Booking:
 MAILBOXES = itertools.count()
 
 
+def test_two_occurrences_moved_onto_one_time_stay_two_events(
+    office365: Office365Calendar, graph: GraphWorld
+):
+    # Regression (found by Hypothesis): both members had one transactionId, Graph kept one.
+    first, second = (datetime(2025, 3, 20, hour, tzinfo=LONDON) for hour in (9, 10))
+    moved = (datetime(2025, 3, 20, 12, tzinfo=LONDON), datetime(2025, 3, 20, 13, tzinfo=LONDON))
+    uid, ics = only(
+        booking(
+            "collide",
+            recurrence=Recurrence(
+                rdates=(first, second),
+                overrides=(Override(first, *moved), Override(second, *moved)),
+            ),
+        )
+    )
+    written = office365.create(uid, ics)
+    assert graph_spans(graph) == spans(ics, graph.window())
+    assert len(graph.emulator.events(ROOM)) == 3
+    (read,) = office365.read_changes(None).changed
+    assert read.href == written.href and content_hash(read.ics) == content_hash(ics)
+
+
 @settings(
     max_examples=100,
     deadline=None,
@@ -460,6 +482,25 @@ def test_tokens_are_cached_and_refreshed_after_a_401(make_office365: Make, graph
     first.read_changes(None)
     assert graph.identity.token_requests() == grants + 2
     assert account.tokens.acquired == 2
+
+
+def test_a_token_inside_msals_five_minute_margin_is_renewed_before_use(
+    make_office365: Make, graph: GraphWorld
+):
+    account = Office365Account(graph.config())
+    backend = make_office365(account=account)
+    graph.identity.lifetime = 3599  # far from expiry: one grant serves every request
+    backend.read_changes(None)
+    backend.read_changes(None)
+    assert account.tokens.acquired == 1
+    graph.identity.lifetime = 240  # a token expiring within 5 minutes is never reused
+    fresh = Office365Account(graph.config())
+    near = make_office365(account=fresh)
+    grants = graph.identity.token_requests()
+    near.read_changes(None)
+    near.read_changes(None)
+    assert graph.identity.token_requests() == grants + 2
+    assert fresh.tokens.acquired == 2
 
 
 def test_bad_credentials_fail_cleanly_without_the_secret(make_office365: Make, graph: GraphWorld):

@@ -425,7 +425,17 @@ def test_check_reaches_the_mailbox_and_names_the_rooms_when_it_is_wrong(world: O
             main(["check", "--config", str(world.config_path), "--json"])
         return dict(json.loads(out.getvalue()))
 
-    assert check()["ok"] is True
+    passed = check()
+    assert passed["ok"] is True
+    # Room discovery: every room the tenant lists, with its address, to pick calendar_ids from.
+    (discovery,) = [c for c in passed["checks"] if str(c["what"]).endswith(": rooms")]
+    assert [(r["address"], r["name"], r["street"], r["city"]) for r in discovery["rooms"]] == [
+        (ROOM, "Callisto Meeting Room", "1 Main Street", "London")
+    ]
+    out = io.StringIO()
+    with redirect_stdout(out):
+        main(["check", "--config", str(world.config_path)])
+    assert f"{ROOM}  Callisto Meeting Room, 8 seats — HQ, 1 Main Street, London" in out.getvalue()
     world.config_path.write_text(
         world.config_path.read_text().replace(f'calendar_id = "{ROOM}"', 'calendar_id = "x@y.z"')
     )

@@ -390,6 +390,24 @@ def varied_bookings() -> list[Booking]:
             end=datetime(2025, 3, 30, 3, 0, tzinfo=LONDON),
         ),
         booking("fold", start=fall_back, end=fall_back + timedelta(hours=1)),
+        # Ends in the first 01:45 of the repeated hour (vobject alone would read the second).
+        booking(
+            "ends-in-repeated-hour",
+            start=datetime(2025, 10, 26, 0, 30, tzinfo=LONDON),
+            end=datetime(2025, 10, 26, 1, 45, tzinfo=LONDON),
+        ),
+        # Dates without a rule (the ``ical`` library alone would drop the first one).
+        booking(
+            "dates-only",
+            start=datetime(2025, 5, 3, 9, tzinfo=LONDON),
+            end=datetime(2025, 5, 3, 17, tzinfo=LONDON),
+            recurrence=Recurrence(
+                rdates=(
+                    datetime(2025, 5, 4, 9, tzinfo=LONDON),
+                    datetime(2025, 5, 5, 10, tzinfo=LONDON),
+                )
+            ),
+        ),
         booking(
             "weekly",
             recurrence=Recurrence(

@@ -260,6 +260,19 @@ def test_calendar_objects_read_back_as_the_booking(booking: Booking, mode: Buffe
         assert calendar_to_bookings(buffer_object.ics) == []
 
 
+@SETTINGS
+@given(booking=bookings(), mode=st.sampled_from(BufferMode))
+def test_without_round_trip_properties_only_those_lines_go(
+    booking: Booking, mode: BufferMode
+) -> None:
+    full = bookings_to_calendar([booking], privacy=Privacy.FULL, buffers=mode)
+    lean = bookings_to_calendar([booking], privacy=Privacy.FULL, buffers=mode, round_trip=False)
+    lines = unfolded(full).split("\r\n")
+    kept = [line for line in lines if not line.startswith("X-ROOMBRIDGE-")]
+    assert len(kept) < len(lines)
+    assert unfolded(lean).split("\r\n") == kept
+
+
 def test_many_bookings_share_one_calendar_and_read_back_in_order() -> None:
     first = simple_booking()
     second = simple_booking(key="2", timezone="America/New_York").evolve(
