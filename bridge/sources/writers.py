@@ -200,7 +200,15 @@ def _refusal(exc: ProviderError) -> str:
 def build_writer(source: BookingSource, *, customer: str | None = None) -> BookingWriter | None:
     """The writer over a source's client, for providers that take bookings from calendars."""
     from bridge.sources.nexudus import NexudusSource
+    from bridge.sources.officernd import OfficeRndSource
+    from bridge.sources.officernd_writer import OfficeRndWriter
+    from bridge.sources.prospero import ProsperoSource
+    from bridge.sources.prospero_writer import ProsperoWriter
 
     if isinstance(source, NexudusSource):
         return NexudusWriter(source.client, name=source.name, customer=customer)
+    if isinstance(source, OfficeRndSource):
+        return OfficeRndWriter(source.client, name=source.name, customer=customer)
+    if isinstance(source, ProsperoSource):
+        return ProsperoWriter(source, name=source.name, customer=customer)
     return None

@@ -52,32 +52,8 @@ def request_ics(
     return bytes(calendar.to_ical())
 
 
-class RequestWorld(World):
-    """The room takes requests from its calendar (``direction = "both"``) with room buffers."""
-
-    def __init__(
-        self,
-        server: CalDAVServer,
-        workdir: Path,
-        *,
-        state_url: str | None = None,
-        buffer_before: str = "15m",
-        buffer_after: str = "15m",
-    ) -> None:
-        super().__init__(server, workdir, state_url=state_url)
-        self.buffer_before = buffer_before
-        self.buffer_after = buffer_after
-
-    def write_config(self) -> None:
-        """The base config plus the request settings of the room."""
-        super().write_config()
-        text = self.config_path.read_text()
-        text += (
-            'direction = "both"\n'
-            f'buffer_before = "{self.buffer_before}"\n'
-            f'buffer_after = "{self.buffer_after}"\n'
-        )
-        self.config_path.write_text(text)
+class CalendarRequests:
+    """Calendar-side acts of people booking the room, for any world with ``calendar()``."""
 
     def invite(self, uid: str, start: datetime, end: datetime, **fields: object) -> RemoteObject:
         """A person invites the room to a meeting from their calendar client."""
@@ -103,16 +79,66 @@ class RequestWorld(World):
         with self.calendar() as calendar:
             calendar.delete(href, etag)
 
+    def room_answers(self, uid: str) -> list[str]:
+        """The room attendee's PARTSTAT on each VEVENT of the event (master first)."""
+        _href, _etag, calendar = self.event(uid)
+        return [
+            str(event["ATTENDEE"].params["PARTSTAT"]) for event in calendar.walk("VEVENT")
+        ]
+
+    def comment(self, uid: str) -> str:
+        """The COMMENT (the room's reason) of the event's master."""
+        _href, _etag, calendar = self.event(uid)
+        return str(calendar.walk("VEVENT")[0].get("COMMENT", ""))
+
+    def bridge_objects(self) -> list[str]:
+        """UIDs of objects the bridge itself wrote."""
+        with self.calendar() as calendar:
+            listing = calendar.read_changes(None)
+        return [o.uid for o in listing.changed if o.uid.startswith("roombridge-")]
+
+
+def request_settings(buffer_before: str, buffer_after: str, customer: str | None = None) -> str:
+    """The room keys of a room that takes requests from its calendar."""
+    text = (
+        'direction = "both"\n'
+        f'buffer_before = "{buffer_before}"\n'
+        f'buffer_after = "{buffer_after}"\n'
+    )
+    if customer is not None:
+        text += f'default_customer = "{customer}"\n'
+    return text
+
+
+class RequestWorld(CalendarRequests, World):
+    """The room takes requests from its calendar (``direction = "both"``) with room buffers."""
+
+    def __init__(
+        self,
+        server: CalDAVServer,
+        workdir: Path,
+        *,
+        state_url: str | None = None,
+        buffer_before: str = "15m",
+        buffer_after: str = "15m",
+    ) -> None:
+        super().__init__(server, workdir, state_url=state_url)
+        self.buffer_before = buffer_before
+        self.buffer_after = buffer_after
+
+    def write_config(self) -> None:
+        """The base config plus the request settings of the room."""
+        super().write_config()
+        text = self.config_path.read_text()
+        text += request_settings(self.buffer_before, self.buffer_after)
+        self.config_path.write_text(text)
+
     def room_records(self) -> list[dict[str, object]]:
         """Live Nexudus records of the room, in start order."""
         return sorted(
             (r for r in self.emulator.bookings() if r["ResourceId"] == self.resource),
             key=lambda r: r["FromTime"],
         )
-
-    def bridge_objects(self) -> list[str]:
-        """UIDs of objects the bridge itself wrote."""
-        return [uid for _href, uid, _ics in self.objects() if uid.startswith("roombridge-")]
 
 
 def utc(value: object) -> datetime:
