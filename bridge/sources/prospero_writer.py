@@ -9,7 +9,8 @@ as the end user who invites the room, an admin approves or denies in Prospero.
   (Prospero needs no customer, so a request is never declined for want of one);
 - Prospero has no recurrence: a recurring request is one submit per live occurrence inside the
   sync window (the seeded docs take one ``event`` per Booking; the announced multi-event
-  ``events`` form is not accepted yet). Occurrences beyond the window are not submitted;
+  ``events`` form is not accepted yet). As the window moves, the occurrences entering it are
+  submitted too (:class:`bridge.sync.extension.OccurrenceWriter`);
 - crash adoption: the request marker is the last paragraph of ``requestNote`` (the note to the
   module's admin, which Prospero keeps and lists), so :meth:`ProsperoWriter.find` finds it;
 - a move of a single request is a BookingChangeRequest (applied at once while the booking is
@@ -27,7 +28,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bridge.model import Booking, Room, Window
@@ -48,6 +49,9 @@ APPROVAL_OF_STATE = {
     BookingState.DENIED: Approval.DENIED,
     BookingState.CANCELED: Approval.GONE,
 }
+
+#: The states in which a booking holds the room.
+LIVE = (BookingState.PENDING, BookingState.APPROVED)
 
 JsonObject = Mapping[str, Any]
 
@@ -81,18 +85,28 @@ class ProsperoWriter:
         return sorted(
             key
             for key, raw in self._bookings(fresh=True).items()
-            if marker_of(raw) == marker and _state(raw) in (BookingState.PENDING,
-                                                            BookingState.APPROVED)
+            if marker_of(raw) == marker and _state(raw) in LIVE
         )
 
     def create(self, room: Room, booking: Booking, marker: str, window: Window) -> list[str]:
         """One pending submit per live occurrence in the window; a refusal withdraws them."""
+        starts = [o.start for o in expand(booking, window) if o.status.is_live]
+        return self.submit_occurrences(room, booking, marker, starts)
+
+    def submit_occurrences(
+        self, room: Room, booking: Booking, marker: str, starts: Sequence[datetime]
+    ) -> list[str]:
+        """One pending submit per occurrence starting at ``starts``, in start order."""
+        wanted = {start.astimezone(UTC) for start in starts}
+        spans = [
+            (o.start, o.end)
+            for o in expand(booking, _covering(starts))
+            if o.status.is_live and o.start.astimezone(UTC) in wanted
+        ]
         created: list[str] = []
         try:
-            for occurrence in expand(booking, window):
-                if not occurrence.status.is_live:
-                    continue
-                body = self._submit_body(room, booking, marker, occurrence.start, occurrence.end)
+            for start, end in sorted(spans):
+                body = self._submit_body(room, booking, marker, start, end)
                 reply = self.client.submit_booking(body)
                 created.append(str(reply["booking"]["id"]))
         except ProviderValidationError as exc:
@@ -153,6 +167,17 @@ class ProsperoWriter:
         listed = self._bookings(fresh=True)
         chosen = [key for key in keys if key in listed and _start(listed[key]) in wanted]
         self.cancel(room, chosen)
+
+    def occurrence_starts(self, room: Room, keys: Sequence[str]) -> dict[str, datetime]:
+        """Where each pending or approved booking of ``keys`` starts."""
+        listed = self._bookings(fresh=False)
+        found: dict[str, datetime] = {}
+        for key in keys:
+            raw = listed.get(key)
+            start = _start(raw) if raw is not None else None
+            if raw is not None and start is not None and _state(raw) in LIVE:
+                found[key] = start
+        return found
 
     def approvals(self, room: Room, keys: Sequence[str]) -> dict[str, Approval]:
         """Each booking's approval state (from the source's current listing)."""
@@ -218,6 +243,14 @@ def _contact(booking: Booking) -> dict[str, str]:
         return {}
     fields = {"email": organizer.email, "name": organizer.name}
     return {name: value for name, value in fields.items() if value}
+
+
+def _covering(starts: Sequence[datetime]) -> Window:
+    """A window holding every one of ``starts`` (empty when there are none)."""
+    if not starts:
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        return Window(epoch, epoch + timedelta(seconds=1))
+    return Window(min(starts), max(starts) + timedelta(seconds=1))
 
 
 def _state(raw: JsonObject) -> BookingState:

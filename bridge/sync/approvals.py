@@ -30,6 +30,7 @@ from bridge.errors import BridgeError
 from bridge.model import Room, Window
 from bridge.sources.approval import Approval, ApprovingWriter
 from bridge.sources.writers import BookingWriter
+from bridge.sync.extension import OccurrenceWriter, extend_series
 from bridge.sync.intake import IntakeOutcome, RequestIntake
 
 DENIED_REASON = "the booking request was denied in the booking system"
@@ -105,12 +106,18 @@ def follow_approvals(
 
 
 def run_intake(intake: RequestIntake, writer: BookingWriter, window: Window) -> IntakeOutcome:
-    """The intake pass, wrapped in the approval phase when the provider approves later."""
+    """The intake pass, wrapped in the approval phase when the provider approves later.
+
+    A writer that books series occurrence by occurrence also has them extended as the
+    window moves (``bridge.sync.extension``), between the decisions and the answers.
+    """
     if not isinstance(writer, ApprovingWriter):
         return intake.run(window)
     outcome = IntakeOutcome()
     follow_approvals(intake, writer, outcome)
     decided = intake.run(window)
+    if isinstance(writer, OccurrenceWriter):
+        extend_series(intake, writer, window, decided)
     follow_approvals(intake, writer, decided)
     decided.created += outcome.created
     decided.updated += outcome.updated

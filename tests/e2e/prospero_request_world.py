@@ -28,11 +28,14 @@ class ProsperoRequestWorld(CalendarRequests, ProsperoCalDavWorld):
         super().__init__(server, workdir, state_url=state_url)
         self.buffer_before = buffer_before
         self.buffer_after = buffer_after
+        self.future_days = 365
 
     def write_config(self) -> None:
         """The base config plus the request settings of the room."""
         super().write_config()
         text = self.config_path.read_text()
+        # A shorter window stands for an earlier day: widening it moves the window's far edge.
+        text = text.replace("future_days = 365", f"future_days = {self.future_days}")
         text += request_settings(self.buffer_before, self.buffer_after)
         self.config_path.write_text(text)
 

@@ -116,6 +116,34 @@ def test_recurring_request_is_one_submit_per_free_occurrence(world: ProsperoRequ
     assert len(world.requested("weekly@client")) == 3
 
 
+def test_an_endless_series_is_extended_as_the_window_moves(world: ProsperoRequestWorld):
+    world.future_days = 30
+    world.write_config()
+    first = world.now + timedelta(days=1, hours=2)
+    world.invite("endless@client", first, first + hours(1), rrule="FREQ=WEEKLY")
+    assert world.sync().code == 0
+    weeks = [first + timedelta(days=7 * n) for n in range(5)]
+    assert _starts(world.requested("endless@client")) == weeks
+    # Week 6 is taken by the time the window reaches it.
+    blocked = first + timedelta(days=35)
+    world.book(blocked)
+    world.future_days = 60
+    world.write_config()
+    outcome = world.sync()
+    assert outcome.code == 0, outcome.document
+    later = [first + timedelta(days=7 * n) for n in (6, 7, 8)]
+    assert _starts(world.requested("endless@client")) == weeks + later
+    answers = world.room_answers("endless@client")
+    assert answers == ["TENTATIVE", "DECLINED"]
+    _href, _etag, calendar = world.event("endless@client")
+    declined = calendar.walk("VEVENT")[1]
+    assert utc(declined.decoded("RECURRENCE-ID")) == blocked
+    assert "the room is booked" in str(declined["COMMENT"])
+    again = world.sync()
+    assert again.code == 0 and again.room["declined"] == 0
+    assert len(world.requested("endless@client")) == 8
+
+
 def test_moves_become_change_requests_and_a_taken_move_is_reverted(
     world: ProsperoRequestWorld,
 ):

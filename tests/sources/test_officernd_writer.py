@@ -28,8 +28,11 @@ def room(world: OfficeRndWorld) -> Room:
                 timezone=LONDON)
 
 
+ROOM_BUFFERS = Buffers(timedelta(minutes=15), timedelta(minutes=15))
+
+
 def request(start: datetime, *, rrule: str | None = None, exdates: tuple[datetime, ...] = (),
-            buffers: Buffers = Buffers(timedelta(minutes=15), timedelta(minutes=15))) -> Booking:
+            buffers: Buffers = ROOM_BUFFERS) -> Booking:
     recurrence = Recurrence(rrule=rrule, exdates=exdates) if rrule else None
     return Booking(
         provider="flex", key="uid-1@client", resource="", start=start,
