@@ -13,7 +13,8 @@ How each part of a request is expressed (shared/reference/providers.md §1):
 - the room's default buffers travel as ``serviceSlots`` (minutes);
 - crash adoption: the request marker (``roombridge:<event UID>``) is the booking's ``source``,
   a writable string OfficeRnD keeps and returns ("the origin/source of the booking");
-- ``change`` is a ``PUT`` of the times, title, buffers and rule; OfficeRnD re-applies its
+- ``change`` is a ``PUT`` of the times, title, buffers and rule (still leaving out the
+  occurrences the series leaves out now: the calendar shows them declined); OfficeRnD re-applies its
   booking policy to an update (the validate call takes a create body, which would collide
   with the booking being moved), and a refusal raises :class:`Refused` with its message;
 - ``cancel`` is ``POST /bookings/{id}/cancel`` (silent): the record stays, marked cancelled;
@@ -36,6 +37,7 @@ from bridge.model import Booking, Recurrence, Room, Window
 from bridge.providers.errors import ProviderConflict, ProviderNotFound, ProviderValidationError
 from bridge.providers.officernd import OfficeRndClient
 from bridge.sources.writers import Refused
+from bridge.sync.requests import without_occurrences
 from mappings import officernd as officernd_mapping
 
 NO_CUSTOMER = (
@@ -90,6 +92,8 @@ class OfficeRndWriter:
         if len(keys) != 1:
             self.cancel(room, keys)
             return self.create(room, booking, marker, window)
+        if booking.is_recurring:
+            booking = self._keeping_left_out(room, keys[0], booking)
         body = self.body(room, booking, marker)
         update = {name: body[name] for name in UPDATED_FIELDS if name in body}
         update.setdefault("recurrence", None)
@@ -119,15 +123,21 @@ class OfficeRndWriter:
                 if current.start.astimezone(UTC) in {s.astimezone(UTC) for s in starts}:
                     self.cancel(room, [key])
                 continue
-            skipped = tuple(
-                sorted({*recurrence.exdates, *(s.astimezone(current.zone) for s in starts)})
-            )
-            narrowed = current.evolve(recurrence=Recurrence(
-                recurrence.rrule, recurrence.rdates, skipped, recurrence.overrides
-            ))
+            narrowed = without_occurrences(current, starts)
             rule = officernd_mapping.rule_text(narrowed)
             answer = self._writes.update_booking(key, {"recurrence": {"rrule": rule}})
             _check_kept(answer, narrowed, room)
+
+    def _keeping_left_out(self, room: Room, key: str, booking: Booking) -> Booking:
+        """``booking`` still leaving out what the series leaves out now (declined, deleted).
+
+        The calendar shows those occurrences declined or removed; an edit of the series must
+        not book them again. An EXDATE the new rule does not produce is simply inert.
+        """
+        current = officernd_mapping.booking_from_object(
+            self._writes.get_booking(key), timezone=room.timezone
+        )
+        return without_occurrences(booking, (current.recurrence or Recurrence()).exdates)
 
     def body(self, room: Room, booking: Booking, marker: str) -> dict[str, Any]:
         """The create body of a request: one booking, its rule, buffers, marker and customer."""

@@ -20,9 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-import icalendar
-
-from bridge.calendars.caldav import declined_ics, room_attendees
+from bridge.calendars.caldav import declined_ics
 from bridge.errors import BridgeError
 from bridge.model import Booking, Room, Window
 from bridge.sources.writers import request_marker
@@ -45,25 +43,13 @@ class OccurrenceWriter(Protocol):
         ...
 
 
-def room_declined(ics: bytes) -> set[datetime]:
-    """The occurrences (RECURRENCE-IDs) the room has declined on an event."""
-    declined: set[datetime] = set()
-    for event in icalendar.Calendar.from_ical(ics).walk("VEVENT"):
-        if "RECURRENCE-ID" not in event:
-            continue
-        if any(str(a.params.get("PARTSTAT", "")).upper() == "DECLINED"
-               for a in room_attendees(event)):
-            declined.add(event.decoded("RECURRENCE-ID"))
-    return declined
+def new_spans(booking: Booking, window: Window, uid: str, after: datetime) -> list[Span]:
+    """The blocked spans of the occurrences starting after ``after``.
 
-
-def new_spans(booking: Booking, window: Window, uid: str, after: datetime,
-              declined: set[datetime]) -> list[Span]:
-    """The blocked spans of the occurrences starting after ``after`` not yet declined."""
-    return [
-        span for span in blocked_spans(booking, window, uid)
-        if span.booked_start > after and span.booked_start not in declined
-    ]
+    Occurrences the room declined are already left out of a request's booking (the intake
+    reads them as excluded).
+    """
+    return [span for span in blocked_spans(booking, window, uid) if span.booked_start > after]
 
 
 def extend_series(
@@ -81,7 +67,7 @@ def extend_series(
         if obj is None or obj.ics is None or obj.content_hash != request.content_hash:
             continue
         try:
-            _extend(intake, writer, window, request, obj.ics, known, outcome)
+            _extend(intake, writer, window, request, known, outcome)
         except BridgeError as exc:
             outcome.errors.append(f"{uid}: {exc}")
 
@@ -91,7 +77,6 @@ def _extend(
     writer: OccurrenceWriter,
     window: Window,
     request: Accepted,
-    ics: bytes,
     known: Sequence[Booking],
     outcome: IntakeOutcome,
 ) -> None:
@@ -101,7 +86,7 @@ def _extend(
     if not booked:
         return  # every booking is gone: the intake's own rule handles it
     booking = with_room_buffers(request.booking, room.default_buffers)
-    wanted = new_spans(booking, window, request.uid, max(booked.values()), room_declined(ics))
+    wanted = new_spans(booking, window, request.uid, max(booked.values()))
     if not wanted:
         return
     mine = set(request.keys)

@@ -24,7 +24,7 @@ from datetime import datetime
 import icalendar
 
 from bridge.calendars.base import CalendarBackend, RemoteObject
-from bridge.calendars.caldav import declined_ics, set_room_answer
+from bridge.calendars.caldav import declined_ics, room_declined, set_room_answer
 from bridge.errors import BridgeError
 from bridge.model import Room, Window
 from bridge.sources.writers import BookingWriter, Refused, request_marker
@@ -43,6 +43,7 @@ from bridge.sync.requests import (
     RoomPolicy,
     Withdraw,
     plan_requests,
+    without_occurrences,
 )
 from mappings.errors import MappingError
 from mappings.ical import X_KEY, X_PROVIDER, calendar_to_bookings, content_hash
@@ -95,6 +96,10 @@ def request_of(
     if not bookings:
         raise ValueError(f"event {uid} holds no VEVENT")
     booking = bookings[0].evolve(provider=room.provider, key=uid, resource=room.resource)
+    if booking.is_recurring:
+        # Occurrences the room declined are not asked for (any more): they hold nothing.
+        declined = room_declined(ics)
+        booking = without_occurrences(booking, declined) if declined else booking
     calendar = icalendar.Calendar.from_ical(ics)
     masters = [e for e in calendar.walk("VEVENT") if "RECURRENCE-ID" not in e]
     master = masters[0] if masters else calendar.walk("VEVENT")[0]

@@ -94,6 +94,31 @@ def test_recurring_request_with_two_conflicting_dates_is_one_series(
     )
 
 
+def test_renaming_a_partly_declined_series_keeps_the_declined_dates_out(
+    world: OfficeRndRequestWorld,
+):
+    first = world.now + timedelta(days=1, hours=2)
+    world.book(first + timedelta(days=7))
+    world.invite("rename@client", first, first + hours(1), rrule="FREQ=WEEKLY;COUNT=4")
+    world.sync()
+    [series] = world.requested("rename@client")
+    # The organizer's client renames the series, keeping the room's declined occurrence.
+    _href, _etag, calendar = world.event("rename@client")
+    for event in calendar.walk("VEVENT"):
+        event.pop("SUMMARY")
+        event.add("SUMMARY", "Renamed sync")
+    world.edit("rename@client", calendar.to_ical())
+    outcome = world.sync()
+    assert outcome.code == 0, outcome.document
+    [renamed] = world.requested("rename@client")
+    assert renamed["_id"] == series["_id"] and renamed["title"] == "Renamed sync"
+    period = (world.now, world.now + timedelta(days=60))
+    assert world.occurrence_starts(series["_id"], *period) == [
+        first, first + timedelta(days=14), first + timedelta(days=21)
+    ]
+    assert "change refused" not in world.comment("rename@client")
+
+
 def test_move_updates_the_booking_and_a_taken_move_is_reverted(world: OfficeRndRequestWorld):
     start = world.now + timedelta(days=3)
     world.invite("move@client", start, start + hours(1))
