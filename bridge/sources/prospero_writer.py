@@ -14,7 +14,9 @@ as the end user who invites the room, an admin approves or denies in Prospero.
 - crash adoption: the request marker is the last paragraph of ``requestNote`` (the note to the
   module's admin, which Prospero keeps and lists), so :meth:`ProsperoWriter.find` finds it;
 - a move of a single request is a BookingChangeRequest (applied at once while the booking is
-  pending, queued for the admin once approved); a recurring request is re-submitted whole;
+  pending, queued for the admin once approved); a recurring request is re-submitted whole.
+  Change requests are not listed, so one the admin denies leaves the event at the asked-for
+  times;
 - cancel: an approved booking with ``eventProcedure`` 0 CANCEL (its Event is marked cancelled,
   not deleted); a pending one through a cancellation change request, which Prospero applies
   at once (it refuses to cancel a pending booking directly);

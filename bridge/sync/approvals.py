@@ -17,6 +17,9 @@ event edited since it was accepted is left to the intake first: answering it now
 record the edit as accepted without it reaching the provider.
 
 Without a room attendee (a plain collection) the answer is the event's STATUS instead.
+
+Not done: a recurring request (one booking per occurrence) whose occurrences are partly denied
+stays ACCEPTED for the others, and the denied occurrences are not declined one by one.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any
 from bridge.emulators.officernd import OfficeRndEmulator
 from bridge.sources.writers import request_marker
 from tests.e2e.officernd_world import OfficeRndCalDavWorld
-from tests.e2e.request_world import CalendarRequests, request_settings
+from tests.e2e.request_world import CalendarRequests
 from tests.plugins.caldav_servers import CalDAVServer
 
 #: The company billed for bookings made from the calendar.
@@ -56,24 +56,16 @@ class OfficeRndRequests:
 class OfficeRndRequestWorld(CalendarRequests, OfficeRndRequests, OfficeRndCalDavWorld):
     """An OfficeRnD room ⇄ CalDAV collection, with ``direction = "both"`` and room buffers."""
 
+
+    customer = CUSTOMER
+
     def __init__(
         self,
         server: CalDAVServer,
         workdir: Path,
         *,
         state_url: str | None = None,
-        buffer_before: str = "15m",
-        buffer_after: str = "15m",
         customer: str | None = CUSTOMER,
     ) -> None:
         super().__init__(server, workdir, state_url=state_url)
-        self.buffer_before = buffer_before
-        self.buffer_after = buffer_after
         self.customer = customer
-
-    def write_config(self) -> None:
-        """The base config plus the request settings of the room."""
-        super().write_config()
-        text = self.config_path.read_text()
-        text += request_settings(self.buffer_before, self.buffer_after, self.customer)
-        self.config_path.write_text(text)

@@ -9,7 +9,7 @@ from bridge.sources.prospero_writer import marker_of
 from bridge.sources.writers import request_marker
 from mappings.prospero import BookingState
 from tests.e2e.prospero_world import ProsperoCalDavWorld
-from tests.e2e.request_world import CalendarRequests, request_settings
+from tests.e2e.request_world import CalendarRequests
 from tests.plugins.caldav_servers import CalDAVServer
 
 
@@ -17,27 +17,18 @@ class ProsperoRequestWorld(CalendarRequests, ProsperoCalDavWorld):
     """The hall ⇄ a CalDAV collection, with ``direction = "both"`` and room buffers."""
 
     def __init__(
-        self,
-        server: CalDAVServer,
-        workdir: Path,
-        *,
-        state_url: str | None = None,
-        buffer_before: str = "15m",
-        buffer_after: str = "15m",
+        self, server: CalDAVServer, workdir: Path, *, state_url: str | None = None
     ) -> None:
         super().__init__(server, workdir, state_url=state_url)
-        self.buffer_before = buffer_before
-        self.buffer_after = buffer_after
         self.future_days = 365
 
     def write_config(self) -> None:
-        """The base config plus the request settings of the room."""
+        """The request config; a shorter window stands for an earlier day (see tests)."""
         super().write_config()
         text = self.config_path.read_text()
-        # A shorter window stands for an earlier day: widening it moves the window's far edge.
-        text = text.replace("future_days = 365", f"future_days = {self.future_days}")
-        text += request_settings(self.buffer_before, self.buffer_after)
-        self.config_path.write_text(text)
+        self.config_path.write_text(
+            text.replace("future_days = 365", f"future_days = {self.future_days}")
+        )
 
     def requested(self, uid: str, *, live: bool = True) -> list[dict[str, Any]]:
         """The Bookings submitted for the calendar event ``uid`` (live ones), by start."""

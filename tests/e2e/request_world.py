@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import icalendar
+import pytest
 
 from bridge.calendars.base import RemoteObject
+from bridge.sync.intake import RequestIntake
 from tests.e2e.world import World
-from tests.plugins.caldav_servers import CalDAVServer
 
 ROOM_ADDRESS = "mailto:callisto@rooms.example.com"
 
@@ -52,8 +54,64 @@ def request_ics(
     return bytes(calendar.to_ical())
 
 
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no handler catches it."""
+
+
+def crash_after_provider_create(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run one pass that dies right after the provider create, before the event is tagged."""
+
+    def killed(*_args: object, **_kwargs: object) -> None:
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RequestIntake, "_accept", killed)
+        with pytest.raises(Killed):
+            world.sync()
+
+
+def refused_move(world: Any, uid: str, kept: datetime) -> None:
+    """Move ``uid`` onto a slot the provider fills first; the event must stay at ``kept``."""
+    blocker = kept + timedelta(days=1)
+    world.book(blocker)
+    world.sync()
+    world.edit(uid, request_ics(uid, blocker, blocker + timedelta(hours=1)))
+    outcome = world.sync()
+    assert outcome.code == 0, outcome.document
+    _href, _etag, calendar = world.event(uid)
+    event = calendar.walk("VEVENT")[0]
+    assert utc(event.decoded("DTSTART")) == kept
+    assert "change refused" in str(event["COMMENT"])
+
+
+def race_for_one_slot(world: Any, start: datetime) -> None:
+    """Two requests for one slot in one pass: the earlier asker wins, the other is declined."""
+    early = world.now - timedelta(days=1)
+    world.invite("b-late@client", start, start + timedelta(hours=1), created=early + hours(1))
+    world.invite("a-early@client", start, start + timedelta(hours=1), created=early)
+    outcome = world.sync()
+    assert outcome.room["declined"] == 1, outcome.document
+    assert world.room_answers("b-late@client") == ["DECLINED"]
+
+
 class CalendarRequests:
-    """Calendar-side acts of people booking the room, for any world with ``calendar()``."""
+    """Calendar-side acts of people booking the room, for any world with ``calendar()``.
+
+    It also adds the room's request settings (``buffer_before``/``buffer_after``, and
+    ``customer`` as ``default_customer``) to the config the world writes.
+    """
+
+    buffer_before = "15m"
+    buffer_after = "15m"
+    customer: str | None = None
+
+    def write_config(self) -> None:
+        """The world's config plus the request settings of the room."""
+        super().write_config()  # type: ignore[misc]
+        path: Path = self.config_path  # type: ignore[attr-defined]
+        text = path.read_text()
+        path.write_text(text + request_settings(self.buffer_before, self.buffer_after,
+                                                self.customer))
 
     def invite(self, uid: str, start: datetime, end: datetime, **fields: object) -> RemoteObject:
         """A person invites the room to a meeting from their calendar client."""
@@ -111,27 +169,7 @@ def request_settings(buffer_before: str, buffer_after: str, customer: str | None
 
 
 class RequestWorld(CalendarRequests, World):
-    """The room takes requests from its calendar (``direction = "both"``) with room buffers."""
-
-    def __init__(
-        self,
-        server: CalDAVServer,
-        workdir: Path,
-        *,
-        state_url: str | None = None,
-        buffer_before: str = "15m",
-        buffer_after: str = "15m",
-    ) -> None:
-        super().__init__(server, workdir, state_url=state_url)
-        self.buffer_before = buffer_before
-        self.buffer_after = buffer_after
-
-    def write_config(self) -> None:
-        """The base config plus the request settings of the room."""
-        super().write_config()
-        text = self.config_path.read_text()
-        text += request_settings(self.buffer_before, self.buffer_after)
-        self.config_path.write_text(text)
+    """A Nexudus room taking requests from its calendar (``direction = "both"``)."""
 
     def room_records(self) -> list[dict[str, object]]:
         """Live Nexudus records of the room, in start order."""

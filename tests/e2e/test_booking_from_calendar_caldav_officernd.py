@@ -9,11 +9,17 @@ from pathlib import Path
 import pytest
 
 from bridge.model import BookingKey
-from bridge.sync.intake import RequestIntake
 from mappings.ical import event_uid
 from tests.e2e.officernd_request_world import CUSTOMER, OfficeRndRequestWorld
 from tests.e2e.officernd_world import PROVIDER
-from tests.e2e.request_world import hours, request_ics, utc
+from tests.e2e.request_world import (
+    crash_after_provider_create,
+    hours,
+    race_for_one_slot,
+    refused_move,
+    request_ics,
+    utc,
+)
 from tests.plugins.caldav_servers import CalDAVServer
 
 
@@ -24,10 +30,6 @@ def world(
     """One OfficeRnD room taking requests, on each CalDAV server and state store."""
     with OfficeRndRequestWorld(caldav_server, tmp_path, state_url=state_url).running() as running:
         yield running
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: nothing after it runs, no handler catches it."""
 
 
 def test_free_slot_request_becomes_one_tagged_booking(world: OfficeRndRequestWorld):
@@ -130,17 +132,10 @@ def test_move_updates_the_booking_and_a_taken_move_is_reverted(world: OfficeRndR
     [moved] = world.requested("move@client")
     assert moved["_id"] == booking["_id"]
     assert utc(moved["start"]) == later
-    blocker = start + timedelta(days=1)
-    world.book(blocker)
-    world.sync()
-    world.edit("move@client", request_ics("move@client", blocker, blocker + hours(1)))
-    outcome = world.sync()
-    assert outcome.code == 0, outcome.document
-    _href, _etag, calendar = world.event("move@client")
-    event = calendar.walk("VEVENT")[0]
-    assert utc(event.decoded("DTSTART")) == later
-    assert "change refused" in str(event["COMMENT"])
-    assert sorted(utc(b["start"]) for b in world.room_bookings()) == [later, blocker]
+    refused_move(world, "move@client", later)
+    assert sorted(utc(b["start"]) for b in world.room_bookings()) == [
+        later, start + timedelta(days=1)
+    ]
 
 
 def test_single_occurrence_and_series_deletes(world: OfficeRndRequestWorld):
@@ -166,14 +161,8 @@ def test_single_occurrence_and_series_deletes(world: OfficeRndRequestWorld):
 
 
 def test_two_requests_for_one_slot_exactly_one_wins(world: OfficeRndRequestWorld):
-    start = world.now + timedelta(days=4)
-    early = world.now - timedelta(days=1)
-    world.invite("b-late@client", start, start + hours(1), created=early + hours(1))
-    world.invite("a-early@client", start, start + hours(1), created=early)
-    outcome = world.sync()
-    assert outcome.room["declined"] == 1
+    race_for_one_slot(world, world.now + timedelta(days=4))
     assert [b["source"] for b in world.room_bookings()] == ["roombridge:a-early@client"]
-    assert world.room_answers("b-late@client") == ["DECLINED"]
     assert world.room_answers("a-early@client") == ["ACCEPTED"]
 
 
@@ -183,13 +172,7 @@ def test_crash_between_provider_create_and_tag_books_once(
     start = world.now + timedelta(days=5)
     world.invite("crash@client", start, start + hours(1))
 
-    def killed(*_args: object, **_kwargs: object) -> None:
-        raise Killed  # the process dies right after the provider create
-
-    with monkeypatch.context() as patch:
-        patch.setattr(RequestIntake, "_accept", killed)
-        with pytest.raises(Killed):
-            world.sync()
+    crash_after_provider_create(world, monkeypatch)
     assert len(world.room_bookings()) == 1
     outcome = world.sync()
     assert outcome.code == 0, outcome.document

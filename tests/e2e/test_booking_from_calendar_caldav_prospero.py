@@ -13,10 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from bridge.sync.intake import RequestIntake
 from mappings.prospero import BookingState
 from tests.e2e.prospero_request_world import ProsperoRequestWorld
-from tests.e2e.request_world import hours, request_ics, utc
+from tests.e2e.request_world import (
+    crash_after_provider_create,
+    hours,
+    race_for_one_slot,
+    refused_move,
+    request_ics,
+    utc,
+)
 from tests.plugins.caldav_servers import CalDAVServer
 
 
@@ -27,10 +33,6 @@ def world(
     """The hall taking requests, on each CalDAV server and state store."""
     with ProsperoRequestWorld(caldav_server, tmp_path, state_url=state_url).running() as running:
         yield running
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: nothing after it runs, no handler catches it."""
 
 
 def _starts(bookings: list[dict[str, object]]) -> list[object]:
@@ -165,17 +167,7 @@ def test_moves_become_change_requests_and_a_taken_move_is_reverted(
     assert world.sync().code == 0
     [queued] = world.emulator.change_requests()
     assert queued["bookingId"] == booking["id"] and utc(queued["event"]["start"]) == latest
-    # A move onto a taken slot is refused and put back.
-    blocker = start + timedelta(days=1)
-    world.book(blocker)
-    world.sync()
-    world.edit("move@client", request_ics("move@client", blocker, blocker + hours(1)))
-    outcome = world.sync()
-    assert outcome.code == 0, outcome.document
-    _href, _etag, calendar = world.event("move@client")
-    event = calendar.walk("VEVENT")[0]
-    assert utc(event.decoded("DTSTART")) == latest
-    assert "change refused" in str(event["COMMENT"])
+    refused_move(world, "move@client", latest)
     assert len(world.emulator.change_requests()) == 1
 
 
@@ -203,15 +195,10 @@ def test_single_occurrence_and_series_deletes(world: ProsperoRequestWorld):
 
 
 def test_two_requests_for_one_slot_exactly_one_wins(world: ProsperoRequestWorld):
-    start = world.now + timedelta(days=4)
-    early = world.now - timedelta(days=1)
-    world.invite("b-late@client", start, start + hours(1), created=early + hours(1))
-    world.invite("a-early@client", start, start + hours(1), created=early)
-    outcome = world.sync()
-    assert outcome.room["declined"] == 1
+    race_for_one_slot(world, world.now + timedelta(days=4))
     assert len(world.requested("a-early@client")) == 1
     assert world.requested("b-late@client") == []
-    assert world.room_answers("b-late@client") == ["DECLINED"]
+    assert world.room_answers("a-early@client") == ["TENTATIVE"]
 
 
 def test_crash_between_submit_and_tag_submits_once(
@@ -220,13 +207,7 @@ def test_crash_between_submit_and_tag_submits_once(
     start = world.now + timedelta(days=5)
     world.invite("crash@client", start, start + hours(1))
 
-    def killed(*_args: object, **_kwargs: object) -> None:
-        raise Killed  # the process dies right after the submit
-
-    with monkeypatch.context() as patch:
-        patch.setattr(RequestIntake, "_accept", killed)
-        with pytest.raises(Killed):
-            world.sync()
+    crash_after_provider_create(world, monkeypatch)
     assert len(world.requested("crash@client")) == 1
     outcome = world.sync()
     assert outcome.code == 0, outcome.document
