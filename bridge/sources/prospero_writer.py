@@ -10,7 +10,8 @@ as the end user who invites the room, an admin approves or denies in Prospero.
 - Prospero has no recurrence: a recurring request is one submit per live occurrence inside the
   sync window (the seeded docs take one ``event`` per Booking; the announced multi-event
   ``events`` form is not accepted yet). As the window moves, the occurrences entering it are
-  submitted too (:class:`bridge.sync.extension.OccurrenceWriter`);
+  submitted too (:meth:`ProsperoWriter.extend`, skipping every occurrence ever asked for under
+  the request's marker, so an interrupted create or extension never asks twice);
 - crash adoption: the request marker is the last paragraph of ``requestNote`` (the note to the
   module's admin, which Prospero keeps and lists), so :meth:`ProsperoWriter.find` finds it;
 - a move of a single request is a BookingChangeRequest (applied at once while the booking is
@@ -170,16 +171,48 @@ class ProsperoWriter:
         chosen = [key for key in keys if key in listed and _start(listed[key]) in wanted]
         self.cancel(room, chosen)
 
-    def occurrence_starts(self, room: Room, keys: Sequence[str]) -> dict[str, datetime]:
-        """Where each pending or approved booking of ``keys`` starts."""
+    def horizon(self, booking: Booking, window: Window) -> datetime | None:
+        """Up to when ``create`` in ``window`` covers ``booking``: the window's end for a series."""
+        return window.end if booking.is_recurring else None
+
+    def asked_starts(self, room: Room, marker: str) -> set[datetime]:
+        """Where every booking ever submitted under ``marker`` starts, whatever its state now.
+
+        A denied or cancelled occurrence was asked for: it is never submitted again.
+        """
+        return {
+            start
+            for raw in self._bookings(fresh=False).values()
+            if marker_of(raw) == marker and (start := _start(raw)) is not None
+        }
+
+    def extend(
+        self, room: Room, booking: Booking, marker: str, since: datetime, window: Window
+    ) -> list[str]:
+        """Submit the occurrences starting in [since, window end) never asked for; all their keys.
+
+        Raises :class:`Refused` with nothing of this call left submitted.
+        """
+        if since >= window.end:
+            return []
         listed = self._bookings(fresh=False)
-        found: dict[str, datetime] = {}
-        for key in keys:
-            raw = listed.get(key)
-            start = _start(raw) if raw is not None else None
-            if raw is not None and start is not None and _state(raw) in LIVE:
-                found[key] = start
-        return found
+        mine = {
+            key: start
+            for key, raw in listed.items()
+            if marker_of(raw) == marker and (start := _start(raw)) is not None
+        }
+        asked = set(mine.values())
+        starts = [
+            o.start
+            for o in expand(booking, Window(since, window.end))
+            if o.status.is_live and o.start >= since and o.start.astimezone(UTC) not in asked
+        ]
+        made = self.submit_occurrences(room, booking, marker, starts) if starts else []
+        kept = [
+            key for key, start in mine.items()
+            if start >= since and _state(listed[key]) in LIVE
+        ]
+        return sorted({*kept, *made})
 
     def approvals(self, room: Room, keys: Sequence[str]) -> dict[str, Approval]:
         """Each booking's approval state (from the source's current listing)."""

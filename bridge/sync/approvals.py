@@ -33,7 +33,7 @@ from bridge.errors import BridgeError
 from bridge.model import Room, Window
 from bridge.sources.approval import Approval, ApprovingWriter
 from bridge.sources.writers import BookingWriter
-from bridge.sync.extension import OccurrenceWriter, extend_series
+from bridge.sync.extension import ExtendingWriter, extend_series
 from bridge.sync.intake import IntakeOutcome, RequestIntake
 
 DENIED_REASON = "the booking request was denied in the booking system"
@@ -119,7 +119,7 @@ def run_intake(intake: RequestIntake, writer: BookingWriter, window: Window) -> 
     outcome = IntakeOutcome()
     follow_approvals(intake, writer, outcome)
     decided = intake.run(window)
-    if isinstance(writer, OccurrenceWriter):
+    if isinstance(writer, ExtendingWriter):
         extend_series(intake, writer, window, decided)
     follow_approvals(intake, writer, decided)
     decided.created += outcome.created

@@ -2,11 +2,11 @@
 
 A provider that cannot hold a rule (Prospero) gets one booking per occurrence inside the sync
 window when the request is booked. As the window moves forward, later occurrences enter it;
-this phase books them (a writer that is an :class:`OccurrenceWriter`), each pass:
+this phase books them (a writer that is an :class:`ExtendingWriter`), each pass:
 
-* only occurrences after the last one already booked are new (creation books in start order,
-  so a create interrupted half way is completed the same way); occurrences the room declined
-  or the organizer removed are never booked again;
+* only occurrences never asked for under the request's marker are new (so a create
+  interrupted half way is completed, and a denied or cancelled occurrence is not asked for
+  again); occurrences the room declined or the organizer removed are never booked again;
 * each new occurrence is checked like a new request: against every live booking of the room
   with its buffers, the request carrying the room's default buffers; one that conflicts is
   declined on the event (that occurrence only), with the reason naming the slot;
@@ -16,7 +16,7 @@ this phase books them (a writer that is an :class:`OccurrenceWriter`), each pass
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -25,35 +25,43 @@ from bridge.errors import BridgeError
 from bridge.model import Booking, Room, Window
 from bridge.sources.writers import request_marker
 from bridge.sync.intake import IntakeOutcome, RequestIntake
-from bridge.sync.requests import Accepted, Span, _reason, blocked_spans, with_room_buffers
+from bridge.sync.requests import (
+    Accepted,
+    Span,
+    _conflicts,
+    _reason,
+    blocked_spans,
+    with_room_buffers,
+    without_occurrences,
+)
 
 
 @runtime_checkable
-class OccurrenceWriter(Protocol):
-    """A writer that books a recurring request one occurrence at a time."""
+class ExtendingWriter(Protocol):
+    """A writer that books a recurring request one occurrence at a time, inside a window."""
 
-    def occurrence_starts(self, room: Room, keys: Sequence[str]) -> Mapping[str, datetime]:
-        """Where each live booking of ``keys`` starts."""
+    def asked_starts(self, room: Room, marker: str) -> set[datetime]:
+        """Where every booking ever made under ``marker`` starts (denied, cancelled too)."""
         ...
 
-    def submit_occurrences(
-        self, room: Room, booking: Booking, marker: str, starts: Sequence[datetime]
+    def extend(
+        self, room: Room, booking: Booking, marker: str, since: datetime, window: Window
     ) -> list[str]:
-        """Book the occurrences of ``booking`` starting at ``starts``; their keys."""
+        """Book the occurrences starting in [since, window end) never asked for; their keys."""
         ...
 
 
-def new_spans(booking: Booking, window: Window, uid: str, after: datetime) -> list[Span]:
-    """The blocked spans of the occurrences starting after ``after``.
+def new_spans(booking: Booking, window: Window, uid: str, asked: set[datetime]) -> list[Span]:
+    """The blocked spans of the occurrences never asked for.
 
-    Occurrences the room declined are already left out of a request's booking (the intake
-    reads them as excluded).
+    Occurrences the room declined or the organizer removed are already left out of a
+    request's booking (the intake reads them as excluded).
     """
-    return [span for span in blocked_spans(booking, window, uid) if span.booked_start > after]
+    return [span for span in blocked_spans(booking, window, uid) if span.booked_start not in asked]
 
 
 def extend_series(
-    intake: RequestIntake, writer: OccurrenceWriter, window: Window, outcome: IntakeOutcome
+    intake: RequestIntake, writer: ExtendingWriter, window: Window, outcome: IntakeOutcome
 ) -> None:
     """Book the occurrences of accepted recurring requests that entered the window."""
     room = intake.room
@@ -74,7 +82,7 @@ def extend_series(
 
 def _extend(
     intake: RequestIntake,
-    writer: OccurrenceWriter,
+    writer: ExtendingWriter,
     window: Window,
     request: Accepted,
     known: Sequence[Booking],
@@ -82,37 +90,30 @@ def _extend(
 ) -> None:
     """Book (or decline) one request's occurrences that entered the window."""
     room = intake.room
-    booked = writer.occurrence_starts(room, request.keys)
-    if not booked:
-        return  # every booking is gone: the intake's own rule handles it
+    marker = request_marker(request.uid)
     booking = with_room_buffers(request.booking, room.default_buffers)
-    wanted = new_spans(booking, window, request.uid, max(booked.values()))
+    wanted = new_spans(booking, window, request.uid, writer.asked_starts(room, marker))
     if not wanted:
         return
-    mine = set(request.keys)
     busy = [
         span
         for other in known
-        if other.status.is_live and other.key not in mine
+        if other.status.is_live
         for span in blocked_spans(other, window, other.key)
     ]
-    free: list[tuple[Span, Span | None]] = []
-    taken: list[tuple[Span, Span | None]] = []
-    for span in wanted:
-        clash = next((b for b in sorted(busy, key=lambda s: s.start) if span.meets(b)), None)
-        (taken if clash else free).append((span, clash))
-    keys = list(request.keys)
+    taken = _conflicts(wanted, busy, frozenset(request.keys) | {request.uid})
+    clashing = {span.booked_start for span, _ in taken}
+    free = [span for span in wanted if span.booked_start not in clashing]
+    keys = set(request.keys)
     if free:
-        starts = [span.booked_start for span, _ in free]
-        keys += writer.submit_occurrences(room, booking, request_marker(request.uid), starts)
+        since = min(span.booked_start for span in free)
+        narrowed = without_occurrences(booking, sorted(clashing)) if clashing else booking
+        keys.update(writer.extend(room, narrowed, marker, since, window))
         outcome.updated += 1
     obj = {o.uid: o for o in intake.store.calendar_objects(room.id)}[request.uid]
     if taken:
-        reason = "; ".join(
-            _reason((span, clash), booking.timezone) for span, clash in taken if clash
-        )
-        declined = [span.booked_start for span, _ in taken]
+        reason = "; ".join(_reason(clash, booking.timezone) for clash in taken)
         assert obj.ics is not None
-        obj = intake._write(obj, declined_ics(obj.ics, reason, declined), outcome)
+        obj = intake._write(obj, declined_ics(obj.ics, reason, sorted(clashing)), outcome)
         outcome.declined += 1
-    intake._remember(request.uid, keys, obj)
+    intake._remember(request.uid, sorted(keys), obj)

@@ -15,7 +15,7 @@ from typing import Any
 from bridge.emulators.officernd import OfficeRndEmulator
 from bridge.sources.writers import request_marker
 from tests.e2e.officernd_world import OfficeRndCalDavWorld
-from tests.e2e.request_world import CalendarRequests
+from tests.e2e.request_world import CalendarRequests, RequestSettings
 from tests.plugins.caldav_servers import CalDAVServer
 
 #: The company billed for bookings made from the calendar.
@@ -53,7 +53,9 @@ class OfficeRndRequests:
         )
 
 
-class OfficeRndRequestWorld(CalendarRequests, OfficeRndRequests, OfficeRndCalDavWorld):
+class OfficeRndRequestWorld(
+    RequestSettings, CalendarRequests, OfficeRndRequests, OfficeRndCalDavWorld
+):
     """An OfficeRnD room ⇄ CalDAV collection, with ``direction = "both"`` and room buffers."""
 
 

@@ -9,11 +9,11 @@ from bridge.sources.prospero_writer import marker_of
 from bridge.sources.writers import request_marker
 from mappings.prospero import BookingState
 from tests.e2e.prospero_world import ProsperoCalDavWorld
-from tests.e2e.request_world import CalendarRequests
+from tests.e2e.request_world import CalendarRequests, RequestSettings
 from tests.plugins.caldav_servers import CalDAVServer
 
 
-class ProsperoRequestWorld(CalendarRequests, ProsperoCalDavWorld):
+class ProsperoRequestWorld(RequestSettings, CalendarRequests, ProsperoCalDavWorld):
     """The hall ⇄ a CalDAV collection, with ``direction = "both"`` and room buffers."""
 
     def __init__(

@@ -78,7 +78,7 @@ def refused_move(world: Any, uid: str, kept: datetime) -> None:
     world.edit(uid, request_ics(uid, blocker, blocker + timedelta(hours=1)))
     outcome = world.sync()
     assert outcome.code == 0, outcome.document
-    _href, _etag, calendar = world.event(uid)
+    _href, _etag, calendar = world.request_event(uid)
     event = calendar.walk("VEVENT")[0]
     assert utc(event.decoded("DTSTART")) == kept
     assert "change refused" in str(event["COMMENT"])
@@ -94,11 +94,11 @@ def race_for_one_slot(world: Any, start: datetime) -> None:
     assert world.room_answers("b-late@client") == ["DECLINED"]
 
 
-class CalendarRequests:
-    """Calendar-side acts of people booking the room, for any world with ``calendar()``.
+class RequestSettings:
+    """Adds the room's request settings to the config a world writes.
 
-    It also adds the room's request settings (``buffer_before``/``buffer_after``, and
-    ``customer`` as ``default_customer``) to the config the world writes.
+    ``buffer_before``/``buffer_after`` are the room's default buffers, ``customer`` its
+    ``default_customer``; mixed in before the world whose ``write_config`` it extends.
     """
 
     buffer_before = "15m"
@@ -113,12 +113,20 @@ class CalendarRequests:
         path.write_text(text + request_settings(self.buffer_before, self.buffer_after,
                                                 self.customer))
 
+
+class CalendarRequests:
+    """Organizers acting in the room collection: invite the room, edit, delete; what it shows.
+
+    Mixed into a world that provides ``calendar()`` (the adapter on the room's collection)
+    and ``objects()``.
+    """
+
     def invite(self, uid: str, start: datetime, end: datetime, **fields: object) -> RemoteObject:
         """A person invites the room to a meeting from their calendar client."""
         with self.calendar() as calendar:
             return calendar.create(uid, request_ics(uid, start, end, **fields))  # type: ignore[arg-type]
 
-    def event(self, uid: str) -> tuple[str, str | None, icalendar.Calendar]:
+    def request_event(self, uid: str) -> tuple[str, str | None, icalendar.Calendar]:
         """(href, etag, parsed calendar) of a foreign event."""
         with self.calendar() as calendar:
             found = calendar.find_by_uid(uid)
@@ -127,33 +135,32 @@ class CalendarRequests:
 
     def edit(self, uid: str, ics: bytes) -> None:
         """The organizer changes the event."""
-        href, etag, _ = self.event(uid)
+        href, etag, _ = self.request_event(uid)
         with self.calendar() as calendar:
             calendar.update(href, ics, etag)
 
     def remove(self, uid: str) -> None:
         """The organizer deletes the event."""
-        href, etag, _ = self.event(uid)
+        href, etag, _ = self.request_event(uid)
         with self.calendar() as calendar:
             calendar.delete(href, etag)
 
     def room_answers(self, uid: str) -> list[str]:
         """The room attendee's PARTSTAT on each VEVENT of the event (master first)."""
-        _href, _etag, calendar = self.event(uid)
+        _href, _etag, calendar = self.request_event(uid)
         return [
             str(event["ATTENDEE"].params["PARTSTAT"]) for event in calendar.walk("VEVENT")
         ]
 
     def comment(self, uid: str) -> str:
         """The COMMENT (the room's reason) of the event's master."""
-        _href, _etag, calendar = self.event(uid)
+        _href, _etag, calendar = self.request_event(uid)
         return str(calendar.walk("VEVENT")[0].get("COMMENT", ""))
 
     def bridge_objects(self) -> list[str]:
         """UIDs of objects the bridge itself wrote."""
-        with self.calendar() as calendar:
-            listing = calendar.read_changes(None)
-        return [o.uid for o in listing.changed if o.uid.startswith("roombridge-")]
+        objects = self.objects()  # type: ignore[attr-defined]
+        return [uid for _href, uid, _ics in objects if uid.startswith("roombridge-")]
 
 
 def request_settings(buffer_before: str, buffer_after: str, customer: str | None = None) -> str:
@@ -168,7 +175,7 @@ def request_settings(buffer_before: str, buffer_after: str, customer: str | None
     return text
 
 
-class RequestWorld(CalendarRequests, World):
+class RequestWorld(RequestSettings, CalendarRequests, World):
     """A Nexudus room taking requests from its calendar (``direction = "both"``)."""
 
     def room_records(self) -> list[dict[str, object]]:

@@ -25,7 +25,7 @@ class Killed(BaseException):
 
 
 def _room_answer(world: RequestWorld, uid: str) -> list[str]:
-    _href, _etag, calendar = world.event(uid)
+    _href, _etag, calendar = world.request_event(uid)
     answers = []
     for event in calendar.walk("VEVENT"):
         attendee = event["ATTENDEE"]
@@ -34,7 +34,7 @@ def _room_answer(world: RequestWorld, uid: str) -> list[str]:
 
 
 def _comment(world: RequestWorld, uid: str) -> str:
-    _href, _etag, calendar = world.event(uid)
+    _href, _etag, calendar = world.request_event(uid)
     return str(calendar.walk("VEVENT")[0].get("COMMENT", ""))
 
 
@@ -48,7 +48,7 @@ def test_free_slot_request_becomes_a_tagged_booking(world: RequestWorld):
         (start, start + hours(1))
     ]
     assert records[0]["SystemId"] == "roombridge:meet-1@client"
-    _href, _etag, calendar = world.event("meet-1@client")
+    _href, _etag, calendar = world.request_event("meet-1@client")
     master = calendar.walk("VEVENT")[0]
     assert str(master["X-ROOMBRIDGE-KEY"]) == str(records[0]["Id"])
     assert _room_answer(world, "meet-1@client") == ["ACCEPTED"]
@@ -84,7 +84,7 @@ def test_plain_collection_event_without_room_attendee_is_cancelled(world: Reques
     world.sync()
     world.invite("solo@client", taken, taken + hours(1), room=False)
     world.sync()
-    _href, _etag, calendar = world.event("solo@client")
+    _href, _etag, calendar = world.request_event("solo@client")
     event = calendar.walk("VEVENT")[0]
     assert str(event["STATUS"]) == "CANCELLED"
     assert "the room is booked" in str(event["COMMENT"])
@@ -134,7 +134,7 @@ def test_calendar_move_and_refused_move(world: RequestWorld):
     world.edit("move@client", request_ics("move@client", blocker, blocker + hours(1)))
     outcome = world.sync()
     assert outcome.code == 0, outcome.document
-    _href, _etag, calendar = world.event("move@client")
+    _href, _etag, calendar = world.request_event("move@client")
     event = calendar.walk("VEVENT")[0]
     assert utc(event.decoded("DTSTART")) == later
     assert "change refused" in str(event["COMMENT"])

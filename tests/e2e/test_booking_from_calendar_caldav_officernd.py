@@ -43,7 +43,7 @@ def test_free_slot_request_becomes_one_tagged_booking(world: OfficeRndRequestWor
     assert booking["company"] == CUSTOMER
     assert booking["serviceSlots"] == {"before": 15, "after": 15}
     assert booking["title"] == "Planning"
-    _href, _etag, calendar = world.event("meet-1@client")
+    _href, _etag, calendar = world.request_event("meet-1@client")
     assert str(calendar.walk("VEVENT")[0]["X-ROOMBRIDGE-KEY"]) == booking["_id"]
     assert world.room_answers("meet-1@client") == ["ACCEPTED"]
     for _ in range(2):
@@ -105,7 +105,7 @@ def test_renaming_a_partly_declined_series_keeps_the_declined_dates_out(
     world.sync()
     [series] = world.requested("rename@client")
     # The organizer's client renames the series, keeping the room's declined occurrence.
-    _href, _etag, calendar = world.event("rename@client")
+    _href, _etag, calendar = world.request_event("rename@client")
     for event in calendar.walk("VEVENT"):
         event.pop("SUMMARY")
         event.add("SUMMARY", "Renamed sync")

@@ -66,14 +66,14 @@ def test_approval_confirms_in_place_and_denial_declines_with_the_reason(
     world.invite("yes@client", first, first + hours(1))
     world.invite("no@client", second, second + hours(1))
     world.sync()
-    href_before, _etag, _calendar = world.event("yes@client")
+    href_before, _etag, _calendar = world.request_event("yes@client")
     [approved] = world.requested("yes@client")
     [denied] = world.requested("no@client")
     world.emulator.approve(approved["id"])
     world.emulator.deny(denied["id"])
     outcome = world.sync()
     assert outcome.code == 0, outcome.document
-    href_after, _etag, _calendar = world.event("yes@client")
+    href_after, _etag, _calendar = world.request_event("yes@client")
     assert href_after == href_before
     assert world.room_answers("yes@client") == ["ACCEPTED"]
     assert world.room_answers("no@client") == ["DECLINED"]
@@ -137,7 +137,7 @@ def test_an_endless_series_is_extended_as_the_window_moves(world: ProsperoReques
     assert _starts(world.requested("endless@client")) == weeks + later
     answers = world.room_answers("endless@client")
     assert answers == ["TENTATIVE", "DECLINED"]
-    _href, _etag, calendar = world.event("endless@client")
+    _href, _etag, calendar = world.request_event("endless@client")
     declined = calendar.walk("VEVENT")[1]
     assert utc(declined.decoded("RECURRENCE-ID")) == blocked
     assert "the room is booked" in str(declined["COMMENT"])
