@@ -157,6 +157,14 @@ class CalendarRequests:
         _href, _etag, calendar = self.request_event(uid)
         return str(calendar.walk("VEVENT")[0].get("COMMENT", ""))
 
+    def assert_declined_for_a_buffer(self, uid: str, *hidden: str) -> None:
+        """The room declined ``uid`` naming the slot and its buffer, and none of ``hidden``."""
+        assert self.room_answers(uid) == ["DECLINED"]
+        comment = self.comment(uid)
+        assert "the room is booked" in comment and "setup/cleanup" in comment, comment
+        for text in hidden:
+            assert text.lower() not in comment.lower(), comment
+
     def bridge_objects(self) -> list[str]:
         """UIDs of objects the bridge itself wrote."""
         objects = self.objects()  # type: ignore[attr-defined]

@@ -64,10 +64,7 @@ def test_overlap_with_a_bookings_service_slot_is_declined_naming_the_slot(
     outcome = world.sync()
     assert outcome.room["declined"] == 1, outcome.document
     assert len(world.room_bookings()) == 1
-    assert world.room_answers("meet-2@client") == ["DECLINED"]
-    comment = world.comment("meet-2@client")
-    assert "the room is booked" in comment and "setup/cleanup" in comment
-    assert "Zed" not in comment and "zed" not in comment
+    world.assert_declined_for_a_buffer("meet-2@client", "Zed", "board")
     assert world.sync().room["declined"] == 0
 
 

@@ -95,10 +95,7 @@ def test_overlap_with_buffer_is_declined_naming_the_slot(world: ProsperoRequestW
     outcome = world.sync()
     assert outcome.room["declined"] == 1, outcome.document
     assert world.requested("meet-2@client") == []
-    assert world.room_answers("meet-2@client") == ["DECLINED"]
-    comment = world.comment("meet-2@client")
-    assert "the room is booked" in comment and "setup/cleanup" in comment
-    assert "Zed" not in comment and "gala" not in comment
+    world.assert_declined_for_a_buffer("meet-2@client", "Zed", "gala")
 
 
 def test_recurring_request_is_one_submit_per_free_occurrence(world: ProsperoRequestWorld):
