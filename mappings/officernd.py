@@ -19,6 +19,10 @@ instant of the same local date (an override) or else becomes an RDATE, and rule 
 the covered period with no listed occurrence are excluded. The occurrences of a booking
 without a rule are ignored: the object itself is the truth.
 
+``recurrence.rrule`` may carry ``EXDATE:`` lines (UTC instants) after the RRULE: the bridge
+writes them to leave occurrences out of a series it creates (:func:`rule_text`); they are read
+back as EXDATEs.
+
 All-day (``start.date``) bookings are refused: the API does not say whether their end date is
 inclusive.
 """
@@ -343,16 +347,77 @@ def _recurrence(
     covered: Window | None,
 ) -> Recurrence | None:
     """The booking's recurrence: its rule, reconciled with any listed occurrences."""
-    rule = _rule(obj.get("recurrence"), key, start, zone)
-    if rule is None:
+    text = _rule_text(obj.get("recurrence"), key)
+    if text is None:
         return None
+    value, excluded = _rule_lines(text, key, zone)
+    rule = _rule(value, key, start, zone)
     listed = _listed_occurrences(obj.get("occurrences"), key)
     if not listed:
         if covered is not None and isinstance(obj.get("occurrences"), list):
             # An empty list for a known period: every instance in it was cancelled or moved out.
-            return Recurrence(rrule=rule, exdates=_instants_in(rule, start, zone, covered))
-        return Recurrence(rrule=rule)
-    return _reconcile(rule, start, end, zone, listed, covered, key)
+            found = Recurrence(rrule=rule, exdates=_instants_in(rule, start, zone, covered))
+        else:
+            found = Recurrence(rrule=rule)
+    else:
+        found = _reconcile(rule, start, end, zone, listed, covered, key)
+    if not excluded:
+        return found
+    exdates = tuple(sorted({*found.exdates, *excluded}))
+    return Recurrence(found.rrule, found.rdates, exdates, found.overrides)
+
+
+def _rule_text(value: object, key: str) -> str | None:
+    """``recurrence.rrule`` as given, or ``None`` when the booking does not recur."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidValue("recurrence must be an object", booking=key, field="recurrence")
+    text = value.get("rrule")
+    if text is None or text == "":
+        return None
+    if not isinstance(text, str):
+        raise InvalidValue("rrule must be a string", booking=key, field="recurrence.rrule")
+    return text
+
+
+def _rule_lines(text: str, key: str, zone: ZoneInfo) -> tuple[str, tuple[datetime, ...]]:
+    """The RRULE value of ``recurrence.rrule`` and the instants its EXDATE lines leave out."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    excluded: list[datetime] = []
+    for line in lines[1:]:
+        name, _sep, listed = line.partition(":")
+        if name.strip().upper() != "EXDATE" or not listed:
+            raise InvalidValue(
+                f"unexpected line {line!r} after the RRULE", booking=key, field="recurrence.rrule"
+            )
+        for item in listed.split(","):
+            try:
+                moment = datetime.strptime(item.strip(), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            except ValueError as exc:
+                raise InvalidValue(
+                    f"EXDATE {item!r} is not a UTC date-time", booking=key,
+                    field="recurrence.rrule",
+                ) from exc
+            excluded.append(moment.astimezone(zone))
+    return (lines[0] if lines else text), tuple(excluded)
+
+
+def rule_text(booking: Booking) -> str | None:
+    """``recurrence.rrule`` for a booking: its RRULE, then one EXDATE line of what it skips.
+
+    OfficeRnD documents only the RRULE; the EXDATE line is RFC 5545's (and rrule.js's, which
+    reads both) way for one series to leave occurrences out (see the emulator's docstring).
+    """
+    recurrence = booking.recurrence
+    if recurrence is None or not recurrence.rrule:
+        return None
+    if not recurrence.exdates:
+        return recurrence.rrule
+    skipped = ",".join(
+        sorted({m.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") for m in recurrence.exdates})
+    )
+    return f"RRULE:{recurrence.rrule}\nEXDATE:{skipped}"
 
 
 def _instants_in(
@@ -363,18 +428,9 @@ def _instants_in(
     return tuple(sorted({i for i in instants if period.start <= i < period.end}))
 
 
-def _rule(value: object, key: str, start: datetime, zone: ZoneInfo) -> str | None:
-    """The normalised RRULE value (UNTIL in UTC), validated against DTSTART, or ``None``."""
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise InvalidValue("recurrence must be an object", booking=key, field="recurrence")
-    text = value.get("rrule")
-    if text is None or text == "":
-        return None
+def _rule(text: str, key: str, start: datetime, zone: ZoneInfo) -> str:
+    """The normalised RRULE value (UNTIL in UTC), validated against DTSTART."""
     field = "recurrence.rrule"
-    if not isinstance(text, str):
-        raise InvalidValue("rrule must be a string", booking=key, field=field)
     try:
         parts = rule_parts(text)
         if "UNTIL" in parts:

@@ -126,8 +126,9 @@ class RequestAnswers(Protocol):
         keys: Sequence[str],
         declined: Sequence[datetime] = (),
         reason: str = "",
+        tentative: bool = False,
     ) -> RemoteObject:
-        """Accept as the room, tag with the provider booking keys, decline ``declined``."""
+        """Accept as the room (``tentative``: not yet approved), tag, decline ``declined``."""
         ...
 
     def decline(

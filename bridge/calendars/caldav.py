@@ -512,10 +512,11 @@ class CalDAVCalendar:
         keys: Sequence[str],
         declined: Sequence[datetime] = (),
         reason: str = "",
+        tentative: bool = False,
     ) -> RemoteObject:
         """Rewrite the event tagged with its booking keys, accepted by the room (If-Match)."""
         current = self._current(href, etag, "accept")
-        ics = tagged_ics(current.ics, provider, keys)
+        ics = tagged_ics(current.ics, provider, keys, "TENTATIVE" if tentative else "ACCEPTED")
         if declined:
             ics = declined_ics(ics, reason, declined)
         return self.update(current.href, ics, current.etag)
@@ -826,6 +827,17 @@ def _declined_instance(
     return instance
 
 
+def room_declined(ics: bytes) -> list[datetime]:
+    """The occurrences (RECURRENCE-IDs) of an event that the room declined, in order."""
+    found = []
+    for event in icalendar.Calendar.from_ical(ics).walk("VEVENT"):
+        if "RECURRENCE-ID" in event and any(
+            str(a.params.get("PARTSTAT", "")).upper() == "DECLINED" for a in room_attendees(event)
+        ):
+            found.append(event.decoded("RECURRENCE-ID"))
+    return sorted(found)
+
+
 def declined_ics(ics: bytes, comment: str, occurrences: Sequence[datetime] = ()) -> bytes:
     """The event's text declined by the room: wholly, or only at the given occurrences."""
     calendar = icalendar.Calendar.from_ical(ics)
@@ -847,15 +859,32 @@ def declined_ics(ics: bytes, comment: str, occurrences: Sequence[datetime] = ())
     return bytes(calendar.to_ical())
 
 
-def tagged_ics(ics: bytes, provider: str, keys: Sequence[str]) -> bytes:
-    """The event's text tagged with its provider booking keys, accepted by the room."""
+#: The event STATUS standing for the room's answer in a plain collection (no room attendee).
+STATUS_OF_ANSWER = {"TENTATIVE": "TENTATIVE", "ACCEPTED": "CONFIRMED"}
+
+
+def tagged_ics(
+    ics: bytes, provider: str, keys: Sequence[str], answer: str = "ACCEPTED"
+) -> bytes:
+    """The event's text tagged with its provider booking keys and the room's answer.
+
+    Occurrences the room declined stay declined. Without a room attendee (a plain collection)
+    a tentative answer is the event's STATUS, and an accepted one clears a TENTATIVE STATUS.
+    """
     calendar = icalendar.Calendar.from_ical(ics)
     for event in calendar.walk("VEVENT"):
         for name in (X_PROVIDER, X_KEY):
             event.pop(name, None)
         event.add(X_PROVIDER, provider)
         event.add(X_KEY, ",".join(keys))
-        set_room_answer(event, "ACCEPTED")
+        rooms = room_attendees(event)
+        if any(str(a.params.get("PARTSTAT", "")).upper() == "DECLINED" for a in rooms):
+            continue
+        if not set_room_answer(event, answer) and (
+            answer == "TENTATIVE" or str(event.get("STATUS", "")).upper() == "TENTATIVE"
+        ):
+            event.pop("STATUS", None)
+            event.add("STATUS", STATUS_OF_ANSWER[answer])
     return bytes(calendar.to_ical())
 
 

@@ -582,6 +582,7 @@ class GoogleCalendar:
         keys: Sequence[str],
         declined: Sequence[datetime] = (),
         reason: str = "",
+        tentative: bool = False,
     ) -> RemoteObject:
         """As the room, accept and tag the copy with its booking keys (private properties).
 
@@ -591,7 +592,7 @@ class GoogleCalendar:
         """
         current = self._answerable(href, etag, "accept")
         tags = {PRIVATE_PROVIDER: provider, PRIVATE_KEYS: ",".join(keys)}
-        self._answer(current.master, "accepted", "", tags, "accept")
+        self._answer(current.master, "tentative" if tentative else "accepted", "", tags, "accept")
         self._decline_occurrences(href, declined, reason, "accept")
         return self._answered(href, "accept")
 
@@ -677,7 +678,7 @@ class GoogleCalendar:
                 if comment:
                     attendee["comment"] = comment
             body["attendees"] = attendees
-        elif status != "accepted" or not self._organizes(event):
+        elif status == "declined" or not self._organizes(event):
             # An event written straight into the room calendar has nobody to answer to.
             raise CalendarError(operation, target, None, "the room is not invited to this event")
         if tags:

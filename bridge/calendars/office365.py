@@ -900,8 +900,12 @@ class Office365Calendar:
         keys: Sequence[str],
         declined: Sequence[datetime] = (),
         reason: str = "",
+        tentative: bool = False,
     ) -> RemoteObject:
-        """Tag the room's copy (extended property, If-Match), accept it, decline ``declined``."""
+        """Tag the room's copy (extended property, If-Match), accept it, decline ``declined``.
+
+        A booking the provider has not approved yet is accepted with ``tentativelyAccept``.
+        """
         ident = self._meeting(href, "accept")
         headers = {"Prefer": TEXT_BODY, **({"If-Match": etag} if etag else {})}
         body = {"singleValueExtendedProperties": [
@@ -913,7 +917,7 @@ class Office365Calendar:
             raise self._failure("accept", href, response)
         if not self._json(response, "accept").get("isOrganizer"):
             # A meeting the room received; an event made in its own calendar needs no answer.
-            self._respond(ident, "accept", "")
+            self._respond(ident, "tentativelyAccept" if tentative else "accept", "")
         for start in declined:
             self._respond(self._occurrence_at(ident, start), "decline", reason)
         self._forget(href)

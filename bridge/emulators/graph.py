@@ -3,8 +3,9 @@
 It reproduces shared/reference/calendars.md §2.8 item by item:
 
 1. ``/v1.0/users/{idOrUpn}/events`` (list, ``POST`` 201), ``/events/{id}`` (``GET``, ``PATCH``
-   200, ``DELETE`` 204), ``/events/{id}/instances``, ``/events/{id}/accept`` and ``/decline``
-   (202), ``/calendar`` and ``/calendarView``; ``@odata.context``; ``@odata.etag`` =
+   200, ``DELETE`` 204), ``/events/{id}/instances``, ``/events/{id}/accept``,
+   ``/tentativelyAccept`` and ``/decline`` (202), ``/calendar`` and ``/calendarView``;
+   ``@odata.context``; ``@odata.etag`` =
    ``W/"<changeKey>"`` with the change key bumped on every write (a series master's too when
    one of its occurrences changes, as Exchange stores exceptions inside the master item). Ids are
    standard base64 with ``+``, ``/`` and ``=``: a client must percent-encode them in paths
@@ -38,14 +39,14 @@ It reproduces shared/reference/calendars.md §2.8 item by item:
     mailbox → 429 ``ApplicationThrottled`` ("MailboxConcurrency"). ``latency`` holds every
     request open for a while so that overlapping requests really overlap.
 12. ``/places/microsoft.graph.room``; room mailboxes process meeting requests like
-    ``AutomateProcessing=AutoAccept``: on the next request after an organizer's write, the
-    resource attendee is set to ``accepted`` (free, within the booking window and maximum
-    duration; the meeting is then copied into the room calendar) or ``declined``, and the
-    organizer's event gets a new change key. ``accept``/``decline`` as the room (also on one
+    ``AutomateProcessing=AutoAccept``: on the next request after an organizer's write, the resource
+    attendee is set to ``accepted`` (free, within the booking window and maximum duration; the
+    meeting is then copied into the room calendar) or ``declined``, and the organizer's event gets a
+    new change key. ``accept``/``tentativelyAccept``/``decline`` as the room (decline also on one
     occurrence of its copy, which is then cancelled there and stays so) tell the organizer;
-    declining the whole meeting removes the room's copy. The room's copy takes extended
-    properties like any event (the answers' tags); the reference says nothing of other edits
-    of a copy, which are allowed (they stay local, and the organizer's next update wins).
+    declining the whole meeting removes the room's copy. The room's copy takes extended properties
+    like any event (the answers' tags); the reference says nothing of other edits of a copy, which
+    are allowed (they stay local, and the organizer's next update wins).
 13. Bearer tokens are checked against the identity emulator's :class:`TokenRegistry` (401
     ``InvalidAuthenticationToken`` once expired).
 
@@ -96,7 +97,12 @@ DEFAULT_LIST_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 1000
 MAILBOX_CONCURRENCY = 4
 #: How a mailbox answers a meeting it received (``POST …/events/{id}/<verb>``).
-RESPONSES = frozenset({"accept", "decline"})
+#: The reply verbs a mailbox may POST on a meeting it received, and the answers they give.
+RESPONSES = {
+    "accept": "accepted",
+    "tentativelyAccept": "tentativelyAccepted",
+    "decline": "declined",
+}
 #: Instances generated for one series at most (a guard against runaway rules).
 MAX_INSTANCES = 20_000
 
@@ -1168,7 +1174,7 @@ class GraphData:
             raise _bad_request(
                 "Your request can't be completed. You can't respond to a meeting you organized."
             )
-        response = "accepted" if verb == "accept" else "declined"
+        response = RESPONSES[verb]
         body = body or {}
         if body.get("sendResponse", True):
             organizer, source = event.meeting_of

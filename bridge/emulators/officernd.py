@@ -34,8 +34,20 @@ Where the reference is silent the emulator picks one reading, marked [INF] there
 - rules are DAILY, WEEKLY or MONTHLY with optional INTERVAL, COUNT, UNTIL (UTC), BYDAY and
   BYMONTHDAY, evaluated on the resource's wall clock; an occurrence keeps the first one's
   wall-clock length;
-- creates and updates through the API refuse a booking overlapping a live occurrence of the
-  same resource within a year (409); the test controls never check availability;
+- creates and updates through the API apply the booking policy: a booking whose live
+  occurrences, widened by their ``serviceSlots``, meet another live booking's (widened the same
+  way) within a year is refused (409 "The resource is not available …", naming the slot, never
+  the other booker); the test controls never check availability;
+- ``POST /bookings/validate`` (scope ``flex.space.bookings.validate``; path from community
+  code, body and answer undocumented) takes a create body and answers 200
+  ``{"valid": bool, "errors": [message]}`` with the messages a create would be refused with;
+  a malformed body is a 400 as for a create;
+- ``recurrence.rrule`` holds RFC 5545 recurrence lines: the RRULE (with or without its
+  ``RRULE:`` prefix), optionally followed by ``EXDATE:`` lines of UTC instants
+  (``…Z``, comma-separated) that the series leaves out. The reference only documents the
+  RRULE; OfficeRnD is a Node application whose rrule library (rrule.js ``rrulestr``) reads
+  such lines, and it is the one way a single series can skip occurrences through the API
+  (per-occurrence cancellation has no documented API) [INF];
 - cancelling a cancelled booking answers 200 and changes nothing; updating one is refused;
 - the token endpoint's 429 carries ``Retry-After`` (seconds until the window frees).
 """
@@ -59,7 +71,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
-from dateutil.rrule import DAILY, MONTHLY, WEEKLY, rrule, rrulestr
+from dateutil.rrule import DAILY, MONTHLY, WEEKLY, rrule, rruleset, rrulestr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -100,6 +112,7 @@ SCOPE_CREATE = "flex.space.bookings.create"
 SCOPE_UPDATE = "flex.space.bookings.update"
 SCOPE_CANCEL = "flex.space.bookings.cancel"
 SCOPE_DELETE = "flex.space.bookings.delete"
+SCOPE_VALIDATE = "flex.space.bookings.validate"
 SCOPE_RESOURCES = "flex.space.resources.read"
 SCOPE_LOCATIONS = "flex.space.locations.read"
 ALL_SCOPES = frozenset(
@@ -109,6 +122,7 @@ ALL_SCOPES = frozenset(
         SCOPE_UPDATE,
         SCOPE_CANCEL,
         SCOPE_DELETE,
+        SCOPE_VALIDATE,
         SCOPE_RESOURCES,
         SCOPE_LOCATIONS,
     }
@@ -579,9 +593,31 @@ class StoredBooking:
     edits: dict[datetime, OccurrenceEdit] = field(default_factory=dict)
 
 
-def compile_rule(rule: str, start: datetime, zone: ZoneInfo) -> rrule:
+def split_rule(rule: str) -> tuple[str, list[datetime]]:
+    """The RRULE value and the EXDATE instants of a ``recurrence.rrule`` text; ValueError."""
+    lines = [line.strip() for line in rule.strip().splitlines() if line.strip()]
+    if not lines:
+        raise ValueError("the rule is empty")
+    first = lines[0]
+    value = first[len("RRULE:"):] if first.upper().startswith("RRULE:") else first
+    excluded: list[datetime] = []
+    for line in lines[1:]:
+        name, _sep, listed = line.partition(":")
+        if name.strip().upper() != "EXDATE" or not listed:
+            raise ValueError(f"only EXDATE lines may follow the RRULE, not {line!r}")
+        for text in listed.split(","):
+            try:
+                instant = datetime.strptime(text.strip(), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            except ValueError:
+                raise ValueError(f"EXDATE {text!r} is not a UTC date-time (…Z)") from None
+            excluded.append(instant)
+    return value, excluded
+
+
+def compile_rule(rule: str, start: datetime, zone: ZoneInfo) -> rrule | rruleset:
     """The dateutil rule of a series starting at ``start``, on the resource's wall clock."""
-    parts = dict(part.partition("=")[::2] for part in rule.upper().split(";") if part)
+    value, excluded = split_rule(rule)
+    parts = dict(part.partition("=")[::2] for part in value.upper().split(";") if part)
     unknown = set(parts) - RULE_PARTS
     if unknown:
         raise ValueError(f"unsupported rule parts: {', '.join(sorted(unknown))}")
@@ -591,15 +627,22 @@ def compile_rule(rule: str, start: datetime, zone: ZoneInfo) -> rrule:
         raise ValueError("UNTIL must be a UTC date-time (…Z)")
     if "UNTIL" in parts and "COUNT" in parts:
         raise ValueError("UNTIL and COUNT cannot both be given")
-    compiled = rrulestr(rule, dtstart=start.astimezone(zone))
+    compiled = rrulestr(value, dtstart=start.astimezone(zone))
     if not isinstance(compiled, rrule):
         raise ValueError("expected a single RRULE")
-    return compiled
+    if not excluded:
+        return compiled
+    series = rruleset()
+    series.rrule(compiled)
+    for instant in excluded:
+        series.exdate(instant)
+    return series
 
 
 def is_bounded(rule: str) -> bool:
     """Whether a rule ends by itself."""
-    return any(part.split("=")[0] in ("COUNT", "UNTIL") for part in rule.upper().split(";"))
+    value, _excluded = split_rule(rule)
+    return any(part.split("=")[0] in ("COUNT", "UNTIL") for part in value.upper().split(";"))
 
 
 def _wall_end(instant: datetime, zone: ZoneInfo, length: timedelta) -> datetime:
@@ -796,17 +839,46 @@ class OfficeRndData:
         booking.modified_at = self.clock.now()
         booking.modified_by = user
 
-    def refuse_conflicts(self, candidate: StoredBooking) -> None:
-        """409 when a live occurrence of ``candidate`` meets another booking's within a year."""
+    def conflicts(self, candidate: StoredBooking) -> list[str]:
+        """Why the booking policy refuses ``candidate``: each slot it meets within a year.
+
+        Both sides are widened by their service slots; the messages name the taken slot in
+        the resource's zone, never who booked it.
+        """
         start = candidate.start - timedelta(days=1)
         end = candidate.start + AVAILABILITY_HORIZON
         mine = [o for o in self.occurrences(candidate, start, end) if not o.cancelled]
+        zone = self.zone_of(candidate.resource)
+        found: list[str] = []
         for other in self.bookings.values():
             if other.id == candidate.id or other.resource != candidate.resource or other.cancelled:
                 continue
             theirs = [o for o in self.occurrences(other, start, end) if not o.cancelled]
-            if any(a.start < b.end and b.start < a.end for a in mine for b in theirs):
-                raise problem(409, "The resource is not available for the selected time")
+            for taken in theirs:
+                if any(_blocked_overlap(wanted, taken) for wanted in mine):
+                    found.append(_unavailable(taken, zone))
+        return sorted(set(found))
+
+    def refuse_conflicts(self, candidate: StoredBooking) -> None:
+        """409 when the booking policy refuses ``candidate`` (see :meth:`conflicts`)."""
+        found = self.conflicts(candidate)
+        if found:
+            raise problem(409, found[0])
+
+
+def _blocked_overlap(a: Occurrence, b: Occurrence) -> bool:
+    """Whether two occurrences overlap once widened by their service slots."""
+    return a.start - a.before < b.end + b.after and b.start - b.before < a.end + a.after
+
+
+def _unavailable(taken: Occurrence, zone: ZoneInfo) -> str:
+    """The policy's refusal for one taken slot, in the resource's zone."""
+    start, end = taken.start.astimezone(zone), taken.end.astimezone(zone)
+    slots = " (with its service slots)" if taken.before or taken.after else ""
+    return (
+        "The resource is not available for the selected time: it is booked "
+        f"{start:%Y-%m-%d %H:%M}\u2013{end:%H:%M}{slots}"
+    )
 
 
 # ----- request bodies --------------------------------------------------------------------------
@@ -1275,6 +1347,7 @@ class OfficeRndEmulator:
             Route(TOKEN_PATH, self._token, methods=["POST"]),
             Route(f"{prefix}/bookings", self._bookings, methods=["GET", "POST"]),
             Route(f"{prefix}/bookings/occurrences", self._occurrences, methods=["GET"]),
+            Route(f"{prefix}/bookings/validate", self._validate, methods=["POST"]),
             Route(
                 f"{prefix}/bookings/{{booking_id}}", self._booking, methods=["GET", "PUT", "DELETE"]
             ),
@@ -1325,6 +1398,19 @@ class OfficeRndEmulator:
         self.data.insert(booking, user)
         self._emit("booking.created", booking)
         return self.data.render(booking)
+
+    async def _validate(self, request: Request) -> Response:
+        """``POST /bookings/validate``: whether a create body would be accepted."""
+        raw = await request.body()
+        with self._lock:
+
+            def verdict() -> Record:
+                self._authorised(request, SCOPE_VALIDATE)
+                booking = booking_from_body(self.data, _json_body(raw), None)
+                errors = self.data.conflicts(booking)
+                return {"valid": not errors, "errors": errors}
+
+            return self._answer(verdict)
 
     async def _occurrences(self, request: Request) -> Response:
         """``GET /bookings/occurrences``."""

@@ -12,7 +12,9 @@ It returns OfficeRnD's own JSON objects; turning them into canonical bookings is
 - ``/bookings/occurrences`` over windows longer than a year, split into year-long periods
   (its v2 parameter names ``start``/``end``/``resource``/``booking`` follow v1 and a community
   catalogue; they are unverified against a live tenant);
-- writes (create, update, cancel — which keeps the record — and delete);
+- writes (validate, create, update, cancel — which keeps the record — and delete), through
+  :meth:`OfficeRndClient.for_writes`, a sibling client whose token also carries the write
+  scopes, so a read-only deployment never asks for scopes it was not granted;
 - pacing and retries through :mod:`bridge.providers.http`, and every failure as a typed
   :mod:`bridge.providers.errors` exception whose text never holds the client secret or a token.
 
@@ -77,6 +79,7 @@ MAX_OCCURRENCE_PERIOD = timedelta(days=365)
 #: token request, so write scopes are asked for only when a caller passes them.
 READ_SCOPES = ("flex.space.bookings.read", "flex.space.resources.read", "flex.space.locations.read")
 WRITE_SCOPES = (
+    "flex.space.bookings.validate",
     "flex.space.bookings.create",
     "flex.space.bookings.update",
     "flex.space.bookings.cancel",
@@ -293,6 +296,12 @@ class OfficeRndClient:
         self._token: _Token | None = None
         self._token_lock = threading.Lock()
         self._zones: dict[str, str] = {}
+        self._writes: OfficeRndClient | None = None
+        self._sibling = dict(
+            base_url=base_url, token_url=token_url, name=name, timeout=timeout,
+            page_size=page_size, modified_margin=modified_margin, retry=retry, pacing=pacing,
+            token_pacing=token_pacing, clock=clock, sleep=sleep, rng=rng, transport=transport,
+        )
         self.request_count = 0
 
     def __repr__(self) -> str:
@@ -305,8 +314,28 @@ class OfficeRndClient:
         self.close()
 
     def close(self) -> None:
-        """Close the underlying HTTP connections."""
+        """Close the underlying HTTP connections (and the write client's)."""
+        if self._writes is not None:
+            self._writes.close()
         self._http.close()
+
+    def for_writes(self) -> OfficeRndClient:
+        """A client of the same application whose token carries the write scopes too.
+
+        Made once, on first use (no token is asked for before a call), and closed with this one.
+        """
+        if set(WRITE_SCOPES) <= set(self.scopes):
+            return self
+        if self._writes is None:
+            scopes = tuple(dict.fromkeys((*self.scopes, *WRITE_SCOPES)))
+            self._writes = OfficeRndClient(
+                self._credentials.client_id,
+                self._credentials.client_secret,
+                org=self.org,
+                scopes=scopes,
+                **self._sibling,  # type: ignore[arg-type]
+            )
+        return self._writes
 
     # ----- reads ---------------------------------------------------------------------------
 
@@ -381,6 +410,27 @@ class OfficeRndClient:
         return self._zones[resource_id]
 
     # ----- writes (scopes: WRITE_SCOPES) ---------------------------------------------------
+
+    def validate_booking(self, body: Mapping[str, Any]) -> list[str]:
+        """Why OfficeRnD would refuse to create ``body`` (``POST /bookings/validate``); [] if not.
+
+        The answer's shape is undocumented: ``{"valid": bool, "errors": [...]}`` is read, each
+        error a message or an object with ``message``; ``valid: false`` with no message still
+        counts as a refusal.
+        """
+        reply = self._json_object(
+            "POST", "/bookings/validate", "validate booking", json=dict(body), idempotent=True
+        )
+        errors = reply.get("errors")
+        listed = errors if isinstance(errors, list) else []
+        messages = [
+            str(item.get("message") if isinstance(item, Mapping) else item)
+            for item in listed
+            if item
+        ]
+        if reply.get("valid") is False and not messages:
+            messages.append("the booking is not valid")
+        return messages
 
     def create_booking(self, body: Mapping[str, Any]) -> Record:
         """Create a booking (a series when the body has ``recurrence.rrule``); returns it."""

@@ -120,6 +120,14 @@ class ProsperoSource:
             bookings, [], None, full=True, requests=self.client.request_count - before
         )
 
+    def listing(self, *, fresh: bool = False) -> JsonObject:
+        """The organisation's list response (``returnEvents``), reused while recent."""
+        return self._current_listing(fresh=fresh)
+
+    def forget_listing(self) -> None:
+        """Drop the reused listing: the bookings changed (the writer submitted or cancelled)."""
+        self._listing = None
+
     def _current_listing(self, *, fresh: bool) -> JsonObject:
         """The list response, reused while recent unless a ``fresh`` one is asked for."""
         listing, now = self._listing, self._clock.monotonic()

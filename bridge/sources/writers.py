@@ -330,6 +330,10 @@ def build_writer(source: BookingSource, *, customer: str | None = None) -> Booki
     """The writer over a source's client, for providers that take bookings from calendars."""
     from bridge.sources.nexudus import NexudusSource
     from bridge.sources.nexudus_portal import NexudusPortalSource
+    from bridge.sources.officernd import OfficeRndSource
+    from bridge.sources.officernd_writer import OfficeRndWriter
+    from bridge.sources.prospero import ProsperoSource
+    from bridge.sources.prospero_writer import ProsperoWriter
 
     if isinstance(source, NexudusSource):
         return NexudusWriter(source.client, name=source.name, customer=customer)
@@ -338,4 +342,8 @@ def build_writer(source: BookingSource, *, customer: str | None = None) -> Booki
 
         # The portal always books as its member: there is no customer to choose.
         return NexudusPortalWriter(source.client, name=source.name)
+    if isinstance(source, OfficeRndSource):
+        return OfficeRndWriter(source.client, name=source.name, customer=customer)
+    if isinstance(source, ProsperoSource):
+        return ProsperoWriter(source, name=source.name, customer=customer)
     return None

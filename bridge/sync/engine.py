@@ -36,6 +36,7 @@ from bridge.sources.writers import BookingWriter
 from bridge.state.store import CalendarObject as StoredObject
 from bridge.state.store import Link as StoredLink
 from bridge.state.store import LinkOrigin, ObjectOrigin, StateStore
+from bridge.sync.approvals import run_intake
 from bridge.sync.intake import IntakeOutcome, RequestIntake, calendar_linked_keys
 from bridge.sync.planner import (
     Action,
@@ -195,7 +196,7 @@ class RoomSync:
         """Turn the calendar's booking requests into provider bookings or declines."""
         assert isinstance(self.calendar, AnsweringCalendar) and self.writer is not None
         intake = RequestIntake(self.room, self.calendar, self.writer, self.store, clock=self.clock)
-        outcome: IntakeOutcome = intake.run(options.window)
+        outcome: IntakeOutcome = run_intake(intake, self.writer, options.window)
         result.created += outcome.created
         result.updated += outcome.updated
         result.deleted += outcome.deleted

@@ -47,6 +47,7 @@ import icalendar
 from bridge.calendars.base import AnsweringCalendar, RemoteObject
 from bridge.errors import BridgeError
 from bridge.model import Booking, Room, Window
+from bridge.sources.approval import ApprovingWriter
 from bridge.sources.writers import BookingWriter, Refused, WindowedWriter, request_marker
 from bridge.state.store import CalendarObject as StoredObject
 from bridge.state.store import LinkOrigin, ObjectOrigin, StateStore
@@ -65,6 +66,7 @@ from bridge.sync.requests import (
     Withdraw,
     blocked_spans,
     plan_requests,
+    without_occurrences,
 )
 from mappings.errors import MappingError
 from mappings.ical import X_KEY, X_PROVIDER, calendar_to_bookings, content_hash
@@ -110,6 +112,10 @@ def request_of(
     if not bookings:
         raise ValueError(f"event {uid} holds no VEVENT")
     booking = bookings[0].evolve(provider=room.provider, key=uid, resource=room.resource)
+    if booking.is_recurring:
+        # Occurrences the room declined are not asked for (any more): they hold nothing.
+        declined = _declined_occurrences(calendar, room)
+        booking = without_occurrences(booking, declined) if declined else booking
     masters = [e for e in calendar.walk("VEVENT") if "RECURRENCE-ID" not in e]
     master = masters[0] if masters else calendar.walk("VEVENT")[0]
     digest = content_hash(ics)
@@ -133,6 +139,18 @@ def _untagged(calendar: icalendar.Calendar) -> bytes:
         for name in (X_PROVIDER, X_KEY):
             event.pop(name, None)
     return bytes(untagged.to_ical())
+
+
+def _declined_occurrences(calendar: icalendar.Calendar, room: Room) -> list[datetime]:
+    """The occurrences (RECURRENCE-IDs) of an event that this room declined, in order."""
+    found = []
+    for event in calendar.walk("VEVENT"):
+        if "RECURRENCE-ID" in event and any(
+            str(a.params.get("PARTSTAT", "")).upper() == "DECLINED"
+            for a in _own_attendees(event, room)
+        ):
+            found.append(event.decoded("RECURRENCE-ID"))
+    return sorted(found)
 
 
 def _own_attendees(event: icalendar.cal.Component, room: Room) -> list[icalendar.vCalAddress]:
@@ -314,7 +332,7 @@ class RequestIntake:
         """Accept and tag the event with its keys (declining ``declined`` occurrences), link it."""
         remote = self.calendar.accept(
             obj.href, obj.etag, provider=self.writer.name, keys=keys, declined=declined,
-            reason=reason,
+            reason=reason, tentative=isinstance(self.writer, ApprovingWriter),
         )
         outcome.wrote = True
         written = self._stored_after(obj, remote)

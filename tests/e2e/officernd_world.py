@@ -99,14 +99,7 @@ past_days = 30
 future_days = 365
 max_deletions = {self.max_deletions}
 
-[providers.{PROVIDER}]
-kind = "officernd"
-base_url = "{self.base_url}"
-token_url = "{self.base_url}/oauth/token"
-org = "{ORG}"
-client_id = "{CLIENT_ID}"
-client_secret = "${{{SECRET_VARIABLE}}}"
-
+{self.provider_section()}
 [calendars.dav]
 kind = "caldav"
 url = "{self.server.base_url}"
@@ -121,6 +114,17 @@ calendar_id = "{self.collection}"
 buffers = "{self.buffers}"
 """
         )
+
+    def provider_section(self) -> str:
+        """The ``[providers.flex]`` table (worlds with another calendar reuse it)."""
+        return f"""[providers.{PROVIDER}]
+kind = "officernd"
+base_url = "{self.base_url}"
+token_url = "{self.base_url}/oauth/token"
+org = "{ORG}"
+client_id = "{CLIENT_ID}"
+client_secret = "${{{SECRET_VARIABLE}}}"
+"""
 
     # ----- provider side ----------------------------------------------------------------------
 

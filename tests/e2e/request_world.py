@@ -6,14 +6,17 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import icalendar
+import pytest
 
 from bridge.calendars.base import RemoteObject
 from bridge.calendars.caldav import CalDAVCalendar
 from bridge.config import load_config
 from bridge.runtime import Runtime
 from bridge.sync.engine import PassOptions, RoomResult
+from bridge.sync.intake import RequestIntake
 from tests.e2e.nexudus_portal_world import PortalCalDavWorld
 from tests.e2e.request_providers import request_room_keys
 from tests.e2e.world import PASSWORD, World
@@ -68,6 +71,66 @@ def request_ics(
     return bytes(calendar.to_ical())
 
 
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no handler catches it."""
+
+
+def crash_after_provider_create(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run one pass that dies right after the provider create, before the event is tagged."""
+
+    def killed(*_args: object, **_kwargs: object) -> None:
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RequestIntake, "_accept", killed)
+        with pytest.raises(Killed):
+            world.sync()
+
+
+def refused_move(world: Any, uid: str, kept: datetime) -> None:
+    """Move ``uid`` onto a slot the provider fills first; the event must stay at ``kept``."""
+    blocker = kept + timedelta(days=1)
+    world.book(blocker)
+    world.sync()
+    world.edit(uid, request_ics(uid, blocker, blocker + timedelta(hours=1)))
+    outcome = world.sync()
+    assert outcome.code == 0, outcome.document
+    _href, _etag, calendar = world.request_event(uid)
+    event = calendar.walk("VEVENT")[0]
+    assert utc(event.decoded("DTSTART")) == kept
+    assert "change refused" in str(event["COMMENT"])
+
+
+def race_for_one_slot(world: Any, start: datetime) -> None:
+    """Two requests for one slot in one pass: the earlier asker wins, the other is declined."""
+    early = world.now - timedelta(days=1)
+    world.invite("b-late@client", start, start + timedelta(hours=1), created=early + hours(1))
+    world.invite("a-early@client", start, start + timedelta(hours=1), created=early)
+    outcome = world.sync()
+    assert outcome.room["declined"] == 1, outcome.document
+    assert world.room_answers("b-late@client") == ["DECLINED"]
+
+
+class RequestSettings:
+    """Adds the room's request settings to the config a world writes.
+
+    ``buffer_before``/``buffer_after`` are the room's default buffers, ``customer`` its
+    ``default_customer``; mixed in before the world whose ``write_config`` it extends.
+    """
+
+    buffer_before = "15m"
+    buffer_after = "15m"
+    customer: str | None = None
+
+    def write_config(self) -> None:
+        """The world's config plus the request settings of the room."""
+        super().write_config()  # type: ignore[misc]
+        path: Path = self.config_path  # type: ignore[attr-defined]
+        text = path.read_text()
+        path.write_text(text + request_settings(self.buffer_before, self.buffer_after,
+                                                self.customer))
+
+
 class CalendarRequests:
     """Organizers acting in the room collection: invite the room, edit, delete.
 
@@ -100,6 +163,39 @@ class CalendarRequests:
         with self.calendar() as calendar:
             calendar.delete(href, etag)
 
+    def room_answers(self, uid: str) -> list[str]:
+        """The room attendee's PARTSTAT on each VEVENT of the event (master first)."""
+        _href, _etag, calendar = self.request_event(uid)
+        return [
+            str(event["ATTENDEE"].params["PARTSTAT"]) for event in calendar.walk("VEVENT")
+        ]
+
+    def comment(self, uid: str) -> str:
+        """The COMMENT (the room's reason) of the event's master."""
+        _href, _etag, calendar = self.request_event(uid)
+        return str(calendar.walk("VEVENT")[0].get("COMMENT", ""))
+
+    def assert_declined_for_a_buffer(self, uid: str, *hidden: str) -> None:
+        """The room declined ``uid`` naming the slot and its buffer, and none of ``hidden``."""
+        assert self.room_answers(uid) == ["DECLINED"]
+        comment = self.comment(uid)
+        assert "the room is booked" in comment and "setup/cleanup" in comment, comment
+        for text in hidden:
+            assert text.lower() not in comment.lower(), comment
+
+    def bridge_objects(self) -> list[str]:
+        """UIDs of objects the bridge itself wrote."""
+        objects = self.objects()  # type: ignore[attr-defined]
+        return [uid for _href, uid, _ics in objects if uid.startswith("roombridge-")]
+
+
+def request_settings(buffer_before: str, buffer_after: str, customer: str | None = None) -> str:
+    """The room keys of a room that takes requests from its calendar."""
+    text = request_room_keys(buffer_before, buffer_after)
+    if customer is not None:
+        text += f'default_customer = "{customer}"\n'
+    return text
+
 
 class RequestWorld(World, CalendarRequests):
     """The room takes requests from its calendar (``direction = "both"``) with room buffers."""
@@ -128,9 +224,7 @@ class RequestWorld(World, CalendarRequests):
         super().write_config()
         text = self.config_path.read_text()
         text = text.replace("future_days = 365", f"future_days = {self.future_days}")
-        text += request_room_keys(self.buffer_before, self.buffer_after)
-        if self.default_customer is not None:
-            text += f'default_customer = "{self.default_customer}"\n'
+        text += request_settings(self.buffer_before, self.buffer_after, self.default_customer)
         self.config_path.write_text(text)
 
     def sync_at(self, now: datetime) -> RoomResult:
@@ -148,11 +242,6 @@ class RequestWorld(World, CalendarRequests):
             (r for r in self.emulator.bookings() if r["ResourceId"] == self.resource),
             key=lambda r: r["FromTime"],
         )
-
-    def bridge_objects(self) -> list[str]:
-        """UIDs of objects the bridge itself wrote."""
-        return [uid for _href, uid, _ics in self.objects() if uid.startswith("roombridge-")]
-
 
 def booking_tag(ics: bytes) -> str | None:
     """The X-ROOMBRIDGE-KEY an event (as a backend reads it) carries, if any."""

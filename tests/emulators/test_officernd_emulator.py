@@ -27,7 +27,8 @@ from tests.plugins.officernd import (
 LONDON = ZoneInfo("Europe/London")
 ALL = (
     "flex.space.bookings.read flex.space.bookings.create flex.space.bookings.update "
-    "flex.space.bookings.cancel flex.space.bookings.delete flex.space.resources.read "
+    "flex.space.bookings.cancel flex.space.bookings.delete flex.space.bookings.validate "
+    "flex.space.resources.read "
     "flex.space.locations.read"
 )
 
@@ -451,6 +452,83 @@ def test_a_booking_over_another_is_a_conflict(officernd: OfficeRndWorld) -> None
         assert clash.status_code == 409
         fine = client.post("/bookings", json=create_body(officernd, resource=officernd.other_room))
         assert fine.status_code == 201
+
+
+def test_service_slots_widen_both_sides_of_the_booking_policy(officernd: OfficeRndWorld) -> None:
+    officernd.emulator.seed_booking(
+        officernd.room, at("2025-03-13", 10), at("2025-03-13", 11), after=30,
+        title="Zed's board", member="zed",
+    )
+    with api(officernd) as client:
+        # 11:20 is clear of the booking but inside its 30 min cleanup slot.
+        in_cleanup = create_body(
+            officernd, start="2025-03-13T11:20:00Z", end="2025-03-13T12:00:00Z"
+        )
+        refused = client.post("/bookings", json=in_cleanup)
+        assert refused.status_code == 409
+        assert "booked 2025-03-13 10:00\u201311:00 (with its service slots)" in (
+            refused.json()["message"]
+        )
+        assert "Zed" not in refused.text and "zed" not in refused.text
+        # 11:40 with a 15 min setup slot of its own reaches back into the cleanup too.
+        own_setup = create_body(
+            officernd, start="2025-03-13T11:40:00Z", end="2025-03-13T12:00:00Z",
+            serviceSlots={"before": 15, "after": 0},
+        )
+        assert client.post("/bookings", json=own_setup).status_code == 409
+        clear = create_body(officernd, start="2025-03-13T11:30:00Z", end="2025-03-13T12:00:00Z")
+        assert client.post("/bookings", json=clear).status_code == 201
+
+
+def test_validate_answers_what_a_create_would_without_creating(
+    officernd: OfficeRndWorld,
+) -> None:
+    officernd.emulator.seed_booking(officernd.room, at("2025-03-13", 10), at("2025-03-13", 11))
+    with api(officernd) as client:
+        taken = client.post(
+            "/bookings/validate",
+            json=create_body(officernd, start="2025-03-13T10:30:00Z", end="2025-03-13T11:30:00Z"),
+        )
+        assert taken.status_code == 200, taken.text
+        verdict = taken.json()
+        assert verdict["valid"] is False
+        assert verdict["errors"] == [
+            "The resource is not available for the selected time: it is booked "
+            "2025-03-13 10:00\u201311:00"
+        ]
+        free = client.post("/bookings/validate", json=create_body(officernd))
+        assert free.json() == {"valid": True, "errors": []}
+        malformed = client.post("/bookings/validate", json=create_body(officernd, colour="red"))
+        assert malformed.status_code == 400
+    assert len(officernd.emulator.bookings()) == 1
+    with api(officernd, scope="flex.space.bookings.create") as narrow:
+        assert narrow.post("/bookings/validate", json=create_body(officernd)).status_code == 403
+
+
+def test_exdate_lines_leave_occurrences_out_of_one_series(officernd: OfficeRndWorld) -> None:
+    officernd.emulator.seed_booking(officernd.room, at("2025-03-18", 13), at("2025-03-18", 14))
+    rule = "RRULE:FREQ=WEEKLY;COUNT=4\nEXDATE:20250318T130000Z"
+    with api(officernd) as client:
+        # Without the EXDATE the second week meets the seeded booking.
+        whole = create_body(
+            officernd, start="2025-03-11T13:00:00Z", end="2025-03-11T14:00:00Z",
+            recurrence={"rrule": "FREQ=WEEKLY;COUNT=4"},
+        )
+        assert client.post("/bookings", json=whole).status_code == 409
+        created = client.post("/bookings", json={**whole, "recurrence": {"rrule": rule}})
+        assert created.status_code == 201, created.text
+        series = created.json()
+        assert series["recurrence"]["rrule"] == rule.removeprefix("RRULE:")
+        items = occurrences(
+            client, booking=series["_id"], start="2025-03-10T00:00:00Z",
+            end="2025-04-30T00:00:00Z",
+        )
+        # 13:00 on London's wall clock: 12:00 UTC once summer time starts on 30 March.
+        assert starts(items) == [
+            at("2025-03-11", 13), at("2025-03-25", 13), at("2025-04-01", 12)
+        ]
+        bad = {**whole, "recurrence": {"rrule": "FREQ=WEEKLY;COUNT=4\nEXDATE:20250318"}}
+        assert client.post("/bookings", json=bad).status_code == 400
 
 
 def test_cancel_keeps_the_record_and_delete_removes_it(

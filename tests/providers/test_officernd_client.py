@@ -397,6 +397,46 @@ def test_refused_writes_are_typed(
         )
 
 
+def test_validate_reports_the_policy_refusals_without_creating(
+    officernd: OfficeRndWorld, make_officernd_client: MakeClient
+) -> None:
+    client = make_officernd_client(scopes=READ_SCOPES + WRITE_SCOPES)
+    hour_bookings(officernd, 1)
+    body = {"resource": officernd.room, "company": "company-1"}
+    refusals = client.validate_booking(
+        {**body, "start": "2025-03-11T10:10:00Z", "end": "2025-03-11T11:00:00Z",
+         "serviceSlots": {"before": 15, "after": 0}}
+    )
+    assert refusals == [
+        "The resource is not available for the selected time: it is booked "
+        "2025-03-11 09:00\u201310:00"
+    ]
+    assert client.validate_booking(
+        {**body, "start": "2025-03-11T10:15:00Z", "end": "2025-03-11T11:00:00Z",
+         "serviceSlots": {"before": 15, "after": 0}}
+    ) == []
+    assert len(officernd.emulator.bookings()) == 1
+
+
+def test_writes_go_through_a_sibling_with_the_write_scopes(
+    officernd: OfficeRndWorld, make_officernd_client: MakeClient
+) -> None:
+    reader = make_officernd_client()
+    assert reader.scopes == READ_SCOPES
+    writer = reader.for_writes()
+    assert writer is reader.for_writes() and writer is not reader
+    assert set(WRITE_SCOPES) <= set(writer.scopes)
+    assert officernd.emulator.tokens_issued() == 0  # nothing is asked for before a call
+    created = writer.create_booking(
+        {"resource": officernd.room, "company": "company-1",
+         "start": "2025-03-20T13:00:00Z", "end": "2025-03-20T14:00:00Z"}
+    )
+    assert reader.get_booking(created["_id"])["_id"] == created["_id"]
+    assert officernd.emulator.tokens_issued() == 2
+    full = make_officernd_client(scopes=READ_SCOPES + WRITE_SCOPES)
+    assert full.for_writes() is full
+
+
 def test_a_create_is_not_repeated_after_a_server_error(
     officernd: OfficeRndWorld, make_officernd_client: MakeClient
 ) -> None:
