@@ -92,7 +92,7 @@ resource = "{self.provider.resource}"
 calendar = "workspace"
 calendar_id = "{self.room}"
 """
-            + request_room_keys(*self.buffers)
+            + request_room_keys(*self.buffers, self.provider.customer)
         )
 
     def sync(self) -> SyncOutcome:

@@ -127,7 +127,7 @@ class RequestSettings:
         super().write_config()  # type: ignore[misc]
         path: Path = self.config_path  # type: ignore[attr-defined]
         text = path.read_text()
-        path.write_text(text + request_settings(self.buffer_before, self.buffer_after,
+        path.write_text(text + request_room_keys(self.buffer_before, self.buffer_after,
                                                 self.customer))
 
 
@@ -189,14 +189,6 @@ class CalendarRequests:
         return [uid for _href, uid, _ics in objects if uid.startswith("roombridge-")]
 
 
-def request_settings(buffer_before: str, buffer_after: str, customer: str | None = None) -> str:
-    """The room keys of a room that takes requests from its calendar."""
-    text = request_room_keys(buffer_before, buffer_after)
-    if customer is not None:
-        text += f'default_customer = "{customer}"\n'
-    return text
-
-
 class RequestWorld(World, CalendarRequests):
     """The room takes requests from its calendar (``direction = "both"``) with room buffers."""
 
@@ -224,7 +216,7 @@ class RequestWorld(World, CalendarRequests):
         super().write_config()
         text = self.config_path.read_text()
         text = text.replace("future_days = 365", f"future_days = {self.future_days}")
-        text += request_settings(self.buffer_before, self.buffer_after, self.default_customer)
+        text += request_room_keys(self.buffer_before, self.buffer_after, self.default_customer)
         self.config_path.write_text(text)
 
     def sync_at(self, now: datetime) -> RoomResult:

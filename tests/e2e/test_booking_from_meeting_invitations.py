@@ -23,7 +23,12 @@ from bridge.emulators.server import RunningServer, SwappableApp
 from bridge.sync.intake import RequestIntake
 from tests.e2e.google_request_world import GoogleRequestWorld
 from tests.e2e.office365_request_world import Office365RequestWorld
-from tests.e2e.request_providers import Held, NexudusRequests, RequestProvider
+from tests.e2e.request_providers import (
+    Held,
+    NexudusRequests,
+    OfficeRndRequestProvider,
+    RequestProvider,
+)
 from tests.e2e.world import SyncOutcome
 
 BOOKER = "Zed Secret"
@@ -51,6 +56,7 @@ class MeetingWorld(Protocol):
 #: Google request worlds by provider (``tests.e2e.request_providers``): one entry per pair.
 GOOGLE_PROVIDERS: dict[str, Callable[[datetime], RequestProvider]] = {
     "google-nexudus": NexudusRequests,
+    "google-officernd": OfficeRndRequestProvider,
 }
 
 

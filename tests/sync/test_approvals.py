@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import icalendar
 import pytest
 
+from bridge.calendars.caldav import tagged_ics
 from bridge.sources.approval import Approval
 from bridge.sources.prospero_writer import marker_of, request_note
 from bridge.sources.writers import request_marker
-from bridge.calendars.caldav import tagged_ics
 from bridge.sync.approvals import current_answer, room_answer
 from tests.e2e.request_world import request_ics
 
