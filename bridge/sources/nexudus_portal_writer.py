@@ -94,9 +94,9 @@ class NexudusPortalWriter:
         self.cancel(room, keys)
         try:
             return self._book_some(room, _slots(booking, window, marker, None))
-        except Refused:
-            self._book(room, [slot for slot in old if slot is not None])
-            raise
+        except Refused as exc:
+            kept = self._book(room, [slot for slot in old if slot is not None])
+            raise Refused(exc.reason, kept=kept) from exc
 
     def cancel(self, room: Room, keys: Sequence[str]) -> None:
         """Delete the bookings (one already gone is fine)."""

@@ -47,11 +47,16 @@ MAX_MARKER = 200
 
 
 class Refused(BridgeError):
-    """The provider refused the booking; ``reason`` is its message, safe to show the organizer."""
+    """The provider refused the booking; ``reason`` is its message, safe to show the organizer.
 
-    def __init__(self, reason: str) -> None:
+    A refused change that had to replace the bookings (cancel, then create) puts the old ones
+    back; ``kept`` then holds their keys now, which differ from the keys the change was given.
+    """
+
+    def __init__(self, reason: str, *, kept: Sequence[str] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kept = tuple(kept) if kept is not None else None
 
 
 def extension_part(since: datetime, window: Window) -> Window | None:
@@ -234,11 +239,32 @@ class NexudusWriter:
                 raise Refused(refusal_reason(exc)) from exc
             return list(keys)
         # Nexudus cannot reshape a series in place: the old bookings give way to the new ones
-        # (whoever is billed is settled first, so a refusal there cancels nothing).
+        # (whoever is billed is settled first, so a refusal there cancels nothing), and come
+        # back when Nexudus refuses the new ones, so a refused edit never loses the room.
         customer = self.customer_for(room, booking)
+        old = [record for key in keys for record in self._records_of(key)]
         self.cancel(room, keys)
         bodies = nexudus_mapping.booking_to_create_bodies(booking, window)
-        return self._create_all(room, bodies, marker, customer)
+        try:
+            return self._create_all(room, bodies, marker, customer)
+        except Refused as exc:
+            raise Refused(exc.reason, kept=self._put_back(room, old, marker, window)) from exc
+
+    def _put_back(
+        self, room: Room, records: Sequence[Mapping[str, Any]], marker: str, window: Window
+    ) -> list[str]:
+        """Create again the bookings ``records`` held (a series as a series); their keys."""
+        previous = nexudus_mapping.records_to_bookings(
+            records, provider=self.name, timezone=room.timezone
+        )
+        kept: list[str] = []
+        for booking in previous:
+            bodies = nexudus_mapping.booking_to_create_bodies(
+                booking.evolve(resource=room.resource), window
+            )
+            customer = next((r.get("CoworkerId") for r in records if r.get("CoworkerId")), None)
+            kept.extend(self._create_all(room, bodies, marker, customer))
+        return kept
 
     def cancel(self, room: Room, keys: Sequence[str]) -> None:
         """Delete every record of the bookings."""

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
 
@@ -384,6 +384,11 @@ class RequestIntake:
         try:
             keys = self.writer.change(self.room, accepted.keys, decision.booking, marker, window)
         except Refused as exc:
+            if exc.kept is not None and set(exc.kept) != set(accepted.keys):
+                # The writer put the old bookings back under new keys: follow them.
+                for key in set(accepted.keys) - set(exc.kept):
+                    self.store.forget(self.room.id, key, accepted.uid)
+                accepted = replace(accepted, keys=tuple(sorted(exc.kept)))
             self._revert(accepted, obj, exc.reason, outcome)
             return
         for key in set(accepted.keys) - set(keys):

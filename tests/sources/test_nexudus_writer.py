@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bridge.model import Booking, Person, Recurrence, Room, Window
-from bridge.providers.nexudus import NexudusClient
+from bridge.providers.nexudus import NexudusClient, parse_nexudus_time
 from bridge.sources.writers import NexudusWriter, Refused, WindowedWriter, request_marker
 from tests.plugins.nexudus import NexudusWorld
 
@@ -140,6 +140,30 @@ def test_a_replacing_change_without_customer_keeps_the_old_bookings(
     with pytest.raises(Refused):
         strict.change(room, made, moved, marker, window)
     assert len(mine(nexudus)) == 6
+
+
+def test_a_replacing_change_nexudus_refuses_puts_the_old_booking_back(
+    nexudus: NexudusWorld, make_nexudus_client: MakeClient
+) -> None:
+    house = nexudus.emulator.add_coworker("Front Desk", "desk@acme.example")
+    room, window = room_of(nexudus), Window(START - WEEK, START + 5 * WEEK)
+    marker = request_marker("meet@client")
+    writer = NexudusWriter(make_nexudus_client(), name="hq", customer=str(house))
+    made = writer.create(room, request("guest@elsewhere.org"), marker, window)
+    # Someone takes the room a week later, after the bridge last read Nexudus.
+    nexudus.emulator.seed_booking(nexudus.room_id, START + WEEK, START + WEEK + timedelta(hours=1))
+    weekly = request("guest@elsewhere.org", rrule="FREQ=WEEKLY;COUNT=3")
+    with pytest.raises(Refused) as refused:
+        writer.change(room, made, weekly, marker, window)
+    # The single could not become a series in place; the series was refused, so the single
+    # is back (under a new key, which the refusal reports) and nothing else was left.
+    back = mine(nexudus)
+    assert [(parse_nexudus_time(r["FromTime"]), parse_nexudus_time(r["ToTime"])) for r in back] == [
+        (START, START + timedelta(hours=1))
+    ]
+    assert back[0]["CoworkerId"] == house
+    assert refused.value.kept == tuple(str(r["Id"]) for r in back)
+    assert refused.value.kept != tuple(made)
 
 
 # ----- series Nexudus cannot hold: booked inside a window, extended later -----------------------
