@@ -13,6 +13,7 @@ from pathlib import Path
 import icalendar
 import pytest
 
+from bridge.cli import main
 from tests.e2e.world import ROOT, World
 from tests.plugins.caldav_servers import CalDAVServer
 
@@ -280,3 +281,31 @@ def _read_available(fd: int) -> bytes:
         return os.read(fd, 65536)
     except OSError:
         return b""
+
+
+def test_room_option_syncs_only_that_room_and_an_unknown_room_exits_2(
+    radicale_server: CalDAVServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    with World(radicale_server, tmp_path).running() as world:
+        europa = world.emulator.add_resource("Europa", business_id=world.business)
+        europa_collection = radicale_server.new_collection("Europa")
+        with world.config_path.open("a") as config:
+            config.write(
+                f'\n[[rooms]]\nid = "europa"\nname = "Europa"\nprovider = "hq"\n'
+                f'resource = "{europa}"\ncalendar = "dav"\ncalendar_id = "{europa_collection}"\n'
+            )
+        world.book(world.now + days(1))
+        start = world.now + days(2)
+        world.emulator.seed_booking(europa, start, start + timedelta(hours=1))
+        only = world.sync("--room", "europa")
+        assert [(r["id"], r["created"]) for r in only.document["rooms"]] == [("europa", 1)]
+        assert world.objects() == []  # callisto's collection was not touched
+        both = world.sync()
+        assert [(r["id"], r["created"]) for r in both.document["rooms"]] == [
+            ("callisto", 1),
+            ("europa", 0),
+        ]
+        capsys.readouterr()
+        command = ["sync", "--config", str(world.config_path), "--room", "ganymede"]
+        assert main(command) == 2
+        assert "ganymede" in capsys.readouterr().err
