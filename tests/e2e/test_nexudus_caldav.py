@@ -14,7 +14,7 @@ import icalendar
 import pytest
 
 from bridge.cli import main
-from tests.e2e.world import ROOT, World
+from tests.e2e.world import ROOT, World, weekly_series_body
 from tests.plugins.caldav_servers import CalDAVServer
 
 
@@ -77,17 +77,7 @@ def test_moves_and_deletions_follow_the_provider(world: World):
 def test_series_with_deleted_and_moved_members_is_one_recurring_event(world: World):
     with world.client() as client:
         start = world.now + days(1)
-        first = client.create_booking(
-            {
-                "ResourceId": world.resource,
-                "FromTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "ToTime": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "RepeatBooking": True,
-                "Repeats": 2,
-                "RepeatEvery": 1,
-                "RepeatUntil": (start + days(60)).strftime("%Y-%m-%dT%H:%M:%S"),
-            }
-        )
+        first = client.create_booking(weekly_series_body(world.resource, start, start + days(60)))
     members = sorted(
         (r for r in world.emulator.bookings() if r.get("RepeatSeriesUniqueId")),
         key=lambda r: r["FromTime"],
@@ -184,17 +174,8 @@ def create_weekly_series(world: World, start_offset: timedelta, weeks: int = 6) 
     """A weekly repeat series made through the API; returns its RepeatSeriesUniqueId."""
     start = world.now + start_offset
     with world.client() as client:
-        first = client.create_booking(
-            {
-                "ResourceId": world.resource,
-                "FromTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "ToTime": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "RepeatBooking": True,
-                "Repeats": 2,
-                "RepeatEvery": 1,
-                "RepeatUntil": (start + days(7 * weeks - 1)).strftime("%Y-%m-%dT%H:%M:%S"),
-            }
-        )
+        until = start + days(7 * weeks - 1)
+        first = client.create_booking(weekly_series_body(world.resource, start, until))
         return str(client.get_booking(first)["RepeatSeriesUniqueId"])
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from bridge.emulators.faults import FaultKind, FaultPlan
 from tests.e2e.crash import KillTimer
-from tests.e2e.world import World
+from tests.e2e.world import World, weekly_series_body
 from tests.plugins.caldav_servers import CalDAVServer
 
 KILL_RUNS = 20
@@ -43,15 +43,7 @@ def seed_series(world: World) -> None:
     start = world.now + timedelta(days=2, hours=9)
     with world.client() as client:
         client.create_booking(
-            {
-                "ResourceId": world.resource,
-                "FromTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "ToTime": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "RepeatBooking": True,
-                "Repeats": 2,
-                "RepeatEvery": 1,
-                "RepeatUntil": (start + timedelta(days=120)).strftime("%Y-%m-%dT%H:%M:%S"),
-            }
+            weekly_series_body(world.resource, start, start + timedelta(days=120))
         )
 
 
