@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 
+from bridge.errors import BridgeError
 from bridge.model import Booking, BufferMode, Privacy, Window
 from bridge.state.codec import dumps_booking
 from bridge.sync.planner import Desired
@@ -98,6 +99,10 @@ class RenderMemo:
         return cls(entries)
 
 
+class StaleRenderMemo(BridgeError):
+    """The memo named an object its booking no longer renders (``sync --full`` rebuilds it)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DesiredSet:
     """What the room's bookings call for, and the memo that describes it."""
@@ -144,4 +149,5 @@ def with_text(want: Desired, booking: Booking, buffers: BufferMode) -> Desired:
     for obj in objects:
         if obj.uid == want.uid:
             return Desired(obj.uid, want.booking_key, obj.ics, obj.content_hash)
-    raise LookupError(f"booking {booking.key} no longer renders {want.uid}")
+    # Only a mapping change without a RENDERING bump gets here: fail this item, not the pass.
+    raise StaleRenderMemo(f"booking {booking.key} no longer renders {want.uid}; run sync --full")

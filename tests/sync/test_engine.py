@@ -265,3 +265,20 @@ def test_unreadable_render_memo_renders_again(store, renders):
     renders.clear()
     result = sync(source, calendar, store)
     assert result.ok and result.updated == 0 and renders == ["a"]
+
+
+def test_a_memo_naming_an_object_the_booking_no_longer_renders_fails_only_that_item(store):
+    import json
+
+    source = FakeSource({k: booking(k, i + 1) for i, k in enumerate("ab")})
+    calendar = FakeCalendar()
+    sync(source, calendar, store)
+    # As if the mapping code had changed without a RENDERING bump: same fingerprint, other UID.
+    memo = json.loads(store.get_cursor("callisto", "rendered"))
+    memo["a"][1] = [["roombridge-hq-ghost", "0" * 64]]
+    store.set_cursor("callisto", "rendered", json.dumps(memo), NOW)
+    result = sync(source, calendar, store)
+    assert not result.ok and any("run sync --full" in e for e in result.errors)
+    healed = sync(source, calendar, store, full=True)
+    assert healed.ok
+    assert sorted(calendar.objects) == ["/cal/roombridge-hq-a.ics", "/cal/roombridge-hq-b.ics"]
