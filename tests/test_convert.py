@@ -85,8 +85,12 @@ def test_ics_converts_back_to_provider_json(
     module = mapping_or_skip(kind)
     try:
         expected = module.from_json(json.loads(path.read_bytes()), provider=kind)  # type: ignore[attr-defined]
-    except MappingError:
-        pytest.skip(f"{path.name} is an input the {kind} mapping refuses")
+    except MappingError as exc:
+        # A fixture the mapping refuses (the seed's create example ends when it starts): the
+        # command refuses it too, with the mapping's message, instead of a skipped test.
+        code, out, err = run(capsysbinary, "--from", kind, str(path))
+        assert (code, out) == (2, b"") and str(exc) in err and err.count("\n") == 1
+        return
     code, ics, err = run(capsysbinary, "--from", kind, str(path))
     assert code == 0, err
     ics_file = tmp_path / "in.ics"
@@ -207,3 +211,83 @@ def test_the_installed_command_writes_crlf_ics_to_stdout() -> None:
     assert result.stdout.startswith(b"BEGIN:VCALENDAR\r\n")
     assert b"DTSTART;TZID=Europe/Berlin:20240304T140000" in result.stdout
     assert b"\n" not in result.stdout.replace(b"\r\n", b"")
+
+
+def _nexudus(**changes: object) -> dict[str, object]:
+    record = json.loads((FIXTURES / "nexudus" / "admin-single-record.json").read_text())
+    record.update(changes)
+    return {key: value for key, value in record.items() if value is not _DROP}
+
+
+def _officernd(**changes: object) -> dict[str, object]:
+    path = FIXTURES / "officernd" / "v2-weekly-with-occurrences.json"
+    record = json.loads(path.read_text())
+    record.pop("occurrences")
+    record.update(changes)
+    return record
+
+
+_DROP = object()
+
+#: The issue's bad-input list, each through the real command: (kind, argv extras, body, named).
+BAD_INPUTS = [
+    ("missing field", "nexudus", [], _nexudus(FromTime=_DROP), "FromTime"),
+    (
+        "end before start",
+        "nexudus",
+        [],
+        _nexudus(ToTime="2025-10-25T22:00:00Z", ToTimeLocal=_DROP),
+        "ToTime",
+    ),
+    (
+        "end equals start",
+        "nexudus",
+        [],
+        _nexudus(ToTime="2025-10-25T23:30:00Z", ToTimeLocal=_DROP),
+        "ToTime",
+    ),
+    ("unknown enum", "nexudus", [], _nexudus(Repeats=42), "Repeats"),
+    ("unknown zone", "nexudus", ["--timezone", "Mars/Olympus_Mons"], _nexudus(), "Mars"),
+    ("unknown zone in body", "officernd", [], _officernd(timezone="Europe/Londn"), "timezone"),
+    (
+        "unbounded rrule",
+        "officernd",
+        [],
+        _officernd(recurrence={"rrule": "FREQ=SECONDLY;COUNT=100000000"}),
+        "rrule",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "extra", "body", "named"),
+    [case[1:] for case in BAD_INPUTS],
+    ids=[case[0] for case in BAD_INPUTS],
+)
+def test_each_bad_input_exits_2_with_one_line_naming_the_field_and_never_hangs(
+    kind: str, extra: list[str], body: dict[str, object], named: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "input.json"
+    path.write_text(json.dumps(body))
+    command = [sys.executable, "-m", "bridge.cli", "convert", "--from", kind, *extra, str(path)]
+    # The real command in its own process: a hang fails the test instead of the suite.
+    result = subprocess.run(command, capture_output=True, cwd=REPO, timeout=60, check=False)
+    err = result.stderr.decode()
+    assert (result.returncode, result.stdout) == (2, b""), err
+    assert err.startswith("roombridge convert: ") and err.count("\n") == 1, err
+    assert named in err and "Traceback" not in err
+
+
+def test_crlf_and_end_vevent_in_text_inject_no_component(
+    capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path
+) -> None:
+    hostile = "Hi\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:evil\r\nSUMMARY:pwned\r\nEND:VEVENT"
+    path = tmp_path / "input.json"
+    path.write_text(json.dumps(_nexudus(Notes=hostile, CoworkerFullName=hostile)))
+    code, out, err = run(capsysbinary, "--from", "nexudus", str(path))
+    assert code == 0, err
+    events = icalendar.Calendar.from_ical(out).walk("VEVENT")
+    assert len(events) == 1 and str(events[0]["UID"]) != "evil"
+    assert not any(line.startswith((b"UID:evil", b"SUMMARY:pwned")) for line in out.splitlines())
+    # The text survives as text (line ends normalised to LF), inside the one event.
+    assert hostile.replace("\r\n", "\n") in str(events[0]["DESCRIPTION"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+import time
+from typing import Any, TextIO
 
 from bridge.commands.options import (
     add_config_option,
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     config = configuration(args)
     rooms = [config.room(room_id) for room_id in args.room] if args.room else config.rooms
     results: list[RoomResult] = []
+    # Progress goes to stderr, and only to a terminal: piped output stays clean.
+    show_progress = on_terminal() and not args.json
     with Runtime(config) as runtime:
         options = PassOptions(
             window=runtime.window(),
@@ -44,9 +47,10 @@ def run(args: argparse.Namespace) -> int:
             full=args.full,
             dry_run=args.dry_run,
             force=args.force,
+            progress=TerminalProgress(sys.stderr) if show_progress else None,
         )
         for index, room in enumerate(rooms, start=1):
-            if on_terminal() and not args.json:
+            if show_progress:
                 print(f"[{index}/{len(rooms)}] syncing {room.id}…", file=sys.stderr, flush=True)
             try:
                 result = runtime.sync_room(room, options)
@@ -59,6 +63,26 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"ok": ok, "dry_run": args.dry_run, "rooms": [r.as_json() for r in results]})
     return 0 if ok else 1
+
+
+class TerminalProgress:
+    """Rewrites one stderr line with a room's applied actions, at most a few times a second."""
+
+    def __init__(self, stream: TextIO, *, interval: float = 0.2) -> None:
+        self._stream = stream
+        self._interval = interval
+        self._shown_at = 0.0
+
+    def __call__(self, room_id: str, done: int, total: int) -> None:
+        """Show ``done`` of ``total``; the last call ends the line."""
+        now = time.monotonic()
+        finished = done >= total
+        if not finished and now - self._shown_at < self._interval:
+            return
+        self._shown_at = now
+        self._stream.write(f"\r  {room_id}: {done}/{total} changes applied")
+        self._stream.write("\n" if finished else "")
+        self._stream.flush()
 
 
 def _print_room(result: RoomResult, *, dry_run: bool) -> None:

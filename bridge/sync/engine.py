@@ -15,8 +15,8 @@ The order is what makes a SIGKILL at any point harmless:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from bridge.calendars.base import (
@@ -30,7 +30,7 @@ from bridge.calendars.base import (
 )
 from bridge.devices.disclosure import description_with_codes
 from bridge.errors import BridgeError
-from bridge.model import Booking, BufferMode, Privacy, Room, Window
+from bridge.model import Booking, BufferMode, Room, Window
 from bridge.sources.base import BookingSource
 from bridge.sources.writers import BookingWriter
 from bridge.state.store import CalendarObject as StoredObject
@@ -51,14 +51,24 @@ from bridge.sync.planner import (
     Update,
     plan_room_sync,
 )
-from mappings.expansion import expand
-from mappings.ical import UID_PREFIX, booking_to_objects, content_hash
+from bridge.sync.rendering import (
+    RENDER_MEMO_CURSOR,
+    DesiredSet,
+    RenderMemo,
+    desired_from_memo,
+    with_text,
+)
+from mappings.ical import UID_PREFIX, content_hash
 
 PROVIDER_CURSOR = "provider"
 CALENDAR_CURSOR = "calendar"
 
 #: How often a write is retried after a 412 before the item is left for the next pass.
 MAX_PRECONDITION_RETRIES = 2
+
+
+#: Called as ``progress(room_id, done, total)`` after each applied action of a pass.
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +80,7 @@ class PassOptions:
     full: bool = False
     dry_run: bool = False
     force: bool = False
+    progress: Progress | None = None
 
 
 @dataclass(slots=True)
@@ -107,24 +118,20 @@ def is_bridge_uid(uid: str) -> bool:
     return uid.startswith(UID_PREFIX + "-")
 
 
-def calendar_privacy(booking: Booking) -> Privacy:
-    """What a room calendar may show of a booking: everything unless it is private."""
-    return Privacy.BUSY if booking.private else Privacy.FULL
-
-
 def desired_objects(
     bookings: Iterable[Booking], window: Window, buffers: BufferMode
 ) -> list[Desired]:
-    """The calendar objects the room's live bookings in the window call for."""
-    wanted: list[Desired] = []
-    for booking in bookings:
-        if not booking.status.is_live:
-            continue
-        if not any(o.status.is_live for o in expand(booking, window)):
-            continue
-        for obj in booking_to_objects(booking, privacy=calendar_privacy(booking), buffers=buffers):
-            wanted.append(Desired(obj.uid, booking.key, obj.ics, obj.content_hash))
-    return wanted
+    """The calendar objects the room's live bookings in the window call for, all rendered."""
+    return desired_from_memo(bookings, window, buffers, RenderMemo({})).desired
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPlan:
+    """A plan with what it was made from: the bookings by key and the render memo."""
+
+    plan: Plan
+    bookings: Mapping[str, Booking]
+    rendered: DesiredSet
 
 
 class RoomSync:
@@ -177,14 +184,16 @@ class RoomSync:
                 if intake_wrote:
                     self._read_calendar(options, result, settle=True)
                 return self._finish(run_id, result, requests_before)
-            plan = self._plan(bookings, seen, options)
+            room_plan = self._plan(bookings, seen, options)
+            plan = room_plan.plan
             result.errors.extend(plan.notes)
             if plan.notes:
                 result.ok = False
             if options.dry_run:
                 result.planned = [_describe(action) for action in plan.actions]
             else:
-                wrote = self._execute(plan.actions, result)
+                self._remember_rendering(room_plan.rendered.memo)
+                wrote = self._execute(plan.actions, room_plan.bookings, result, options.progress)
                 if wrote or intake_wrote:
                     self._read_calendar(options, result, settle=True)
         except BridgeError as exc:
@@ -316,7 +325,7 @@ class RoomSync:
 
     # ----- planning ------------------------------------------------------------------------
 
-    def _plan(self, bookings: list[Booking], seen: list[Seen], options: PassOptions) -> Plan:
+    def _plan(self, bookings: list[Booking], seen: list[Seen], options: PassOptions) -> RoomPlan:
         """The room's plan from the snapshots and the links."""
         links = [
             Link(link.uid, link.booking_key, link.href, link.etag, link.content_hash or "")
@@ -328,10 +337,21 @@ class RoomSync:
         bookings = [booking for booking in bookings if booking.key not in requested]
         if self.room.device_code_to_organizer:
             bookings = [self._with_door_codes(booking) for booking in bookings]
-        desired = desired_objects(bookings, options.window, self.room.buffers)
-        return plan_room_sync(
-            desired, seen, links, max_deletions=options.max_deletions, force=options.force
+        # `--full` re-renders everything: the memo is never trusted across a forced read.
+        memo = RenderMemo({})
+        if not options.full:
+            memo = RenderMemo.loads(self.store.get_cursor(self.room.id, RENDER_MEMO_CURSOR))
+        rendered = desired_from_memo(bookings, options.window, self.room.buffers, memo)
+        plan = plan_room_sync(
+            rendered.desired, seen, links, max_deletions=options.max_deletions, force=options.force
         )
+        return RoomPlan(plan, {booking.key: booking for booking in bookings}, rendered)
+
+    def _remember_rendering(self, memo: RenderMemo) -> None:
+        """Store the render memo when it changed (a cache: losing it only costs renders)."""
+        text = memo.dumps()
+        if text != self.store.get_cursor(self.room.id, RENDER_MEMO_CURSOR):
+            self.store.set_cursor(self.room.id, RENDER_MEMO_CURSOR, text, self.clock())
 
     def _with_door_codes(self, booking: Booking) -> Booking:
         """The booking with its pods' door codes in the description (opt-in, full privacy)."""
@@ -345,16 +365,24 @@ class RoomSync:
 
     # ----- executing -----------------------------------------------------------------------
 
-    def _execute(self, actions: Iterable[Action], result: RoomResult) -> bool:
+    def _execute(
+        self,
+        actions: Sequence[Action],
+        bookings: Mapping[str, Booking],
+        result: RoomResult,
+        progress: Progress | None = None,
+    ) -> bool:
         """Apply each action, isolating failures; whether anything was written."""
         links = {link.uid: link for link in self.store.room_links(self.room.id)}
         # Only items that failed before have an error to clear: one commit fewer per write.
         failed_before = {error.item for error in self.store.errors(self.room.id)}
         wrote = False
-        for action in actions:
+        for done, action in enumerate(actions):
+            if progress is not None:
+                progress(self.room.id, done, len(actions))
             item = _item_of(action)
             try:
-                wrote |= self._apply(action, links, result)
+                wrote |= self._apply(self._with_text(action, bookings), links, result)
             except BridgeError as exc:
                 result.ok = False
                 result.errors.append(f"{item}: {exc}")
@@ -364,7 +392,16 @@ class RoomSync:
             else:
                 if item in failed_before:
                     self.store.clear_error(self.room.id, item)
+        if progress is not None and actions:
+            progress(self.room.id, len(actions), len(actions))
         return wrote
+
+    def _with_text(self, action: Action, bookings: Mapping[str, Booking]) -> Action:
+        """A create or update with its object's text (the memo gives hashes only)."""
+        if isinstance(action, Create | Update) and action.desired.ics is None:
+            booking = bookings[action.desired.booking_key]
+            return replace(action, desired=with_text(action.desired, booking, self.room.buffers))
+        return action
 
     def _apply(self, action: Action, links: dict[str, StoredLink], result: RoomResult) -> bool:
         """Apply one action and record it; whether the calendar was written."""
@@ -388,7 +425,7 @@ class RoomSync:
         """Create, or adopt what an interrupted earlier pass created."""
         assert self.calendar is not None
         try:
-            remote = self.calendar.create(want.uid, want.ics)
+            remote = self.calendar.create(want.uid, _text_of(want))
         except AlreadyExists as exc:
             existing = exc.existing or self._find(want.uid)
             if existing is None:
@@ -406,7 +443,7 @@ class RoomSync:
         assert self.calendar is not None
         for _attempt in range(MAX_PRECONDITION_RETRIES + 1):
             try:
-                remote = self.calendar.update(href, want.ics, etag)
+                remote = self.calendar.update(href, _text_of(want), etag)
             except PreconditionFailed:
                 try:
                     etag = self.calendar.get(href).etag
@@ -490,6 +527,13 @@ class RoomSync:
             return None
         found = finder(uid)
         return found if isinstance(found, RemoteObject) else None
+
+
+def _text_of(want: Desired) -> bytes:
+    """The text of an object about to be written (rendered by :meth:`RoomSync._with_text`)."""
+    if want.ics is None:
+        raise AssertionError(f"{want.uid}: written without its rendered text")
+    return want.ics
 
 
 def _item_of(action: Action) -> str:

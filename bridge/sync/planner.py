@@ -33,11 +33,16 @@ class Reason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Desired:
-    """An object the calendar should hold, rendered from a provider booking."""
+    """An object the calendar should hold, rendered from a provider booking.
+
+    ``ics`` is ``None`` when the object's hash came from the render memo
+    (:mod:`bridge.sync.rendering`): planning needs only the hash, and the engine renders the
+    text of the objects it writes.
+    """
 
     uid: str
     booking_key: str
-    ics: bytes
+    ics: bytes | None
     content_hash: str
 
 

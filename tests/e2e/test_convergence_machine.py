@@ -24,6 +24,7 @@ from hypothesis.stateful import (
 from bridge.providers.errors import ProviderConflict
 from tests.e2e.world import World
 from tests.plugins.caldav_servers import CalDAVServer
+from tests.plugins.postgres import fresh_postgres_database
 
 FOREIGN_EVENT = (
     "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Thunderbird//EN\r\nBEGIN:VEVENT\r\n"
@@ -32,8 +33,10 @@ FOREIGN_EVENT = (
 )
 
 
-def machine_for(server: CalDAVServer, workdirs: pytest.TempPathFactory) -> type:
-    """The state machine class bound to one CalDAV server."""
+def machine_for(
+    server: CalDAVServer, workdirs: pytest.TempPathFactory, *, postgres: bool = False
+) -> type:
+    """The state machine class bound to one CalDAV server (and SQLite, or PostgreSQL)."""
 
     class BridgeConvergence(RuleBasedStateMachine):
         """Provider and calendar edits interleaved with syncs."""
@@ -41,7 +44,9 @@ def machine_for(server: CalDAVServer, workdirs: pytest.TempPathFactory) -> type:
         def __init__(self) -> None:
             super().__init__()
             workdir = Path(workdirs.mktemp("machine"))
-            self.world = World(server, workdir)
+            self.database = fresh_postgres_database() if postgres else None
+            state_url = self.database.__enter__() if self.database else None
+            self.world = World(server, workdir, state_url=state_url)
             self.running = self.world.running()
             self.running.__enter__()
             self.foreign: set[str] = set()
@@ -53,6 +58,8 @@ def machine_for(server: CalDAVServer, workdirs: pytest.TempPathFactory) -> type:
                 self.sync(full=False)
             finally:
                 self.running.__exit__(None, None, None)
+                if self.database is not None:
+                    self.database.__exit__(None, None, None)
 
         @initialize(count=st.integers(0, 4))
         def seed(self, count: int) -> None:
@@ -154,17 +161,29 @@ def machine_for(server: CalDAVServer, workdirs: pytest.TempPathFactory) -> type:
     return BridgeConvergence
 
 
+MACHINE_SETTINGS = settings(
+    max_examples=15,
+    stateful_step_count=12,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
+
+
 @pytest.mark.slow
 def test_random_edits_and_syncs_converge(
     caldav_server: CalDAVServer, tmp_path_factory: pytest.TempPathFactory
 ):
     run_state_machine_as_test(
-        machine_for(caldav_server, tmp_path_factory),
-        settings=settings(
-            max_examples=15,
-            stateful_step_count=12,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            database=None,
-        ),
+        machine_for(caldav_server, tmp_path_factory), settings=MACHINE_SETTINGS
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_random_edits_and_syncs_converge_with_the_postgresql_store(
+    radicale_server: CalDAVServer, tmp_path_factory: pytest.TempPathFactory
+):
+    run_state_machine_as_test(
+        machine_for(radicale_server, tmp_path_factory, postgres=True), settings=MACHINE_SETTINGS
     )

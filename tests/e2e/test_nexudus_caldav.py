@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -9,7 +13,8 @@ from pathlib import Path
 import icalendar
 import pytest
 
-from tests.e2e.world import World
+from bridge.cli import main
+from tests.e2e.world import ROOT, World, weekly_series_body
 from tests.plugins.caldav_servers import CalDAVServer
 
 
@@ -72,17 +77,7 @@ def test_moves_and_deletions_follow_the_provider(world: World):
 def test_series_with_deleted_and_moved_members_is_one_recurring_event(world: World):
     with world.client() as client:
         start = world.now + days(1)
-        first = client.create_booking(
-            {
-                "ResourceId": world.resource,
-                "FromTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "ToTime": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "RepeatBooking": True,
-                "Repeats": 2,
-                "RepeatEvery": 1,
-                "RepeatUntil": (start + days(60)).strftime("%Y-%m-%dT%H:%M:%S"),
-            }
-        )
+        first = client.create_booking(weekly_series_body(world.resource, start, start + days(60)))
     members = sorted(
         (r for r in world.emulator.bookings() if r.get("RepeatSeriesUniqueId")),
         key=lambda r: r["FromTime"],
@@ -175,6 +170,46 @@ def test_no_op_resync_costs_one_calendar_request_and_the_provider_list_pages(wor
     assert sorted(provider_paths) == ["/api/spaces/bookings", "/api/spaces/cancelledbookings"]
 
 
+def create_weekly_series(world: World, start_offset: timedelta, weeks: int = 6) -> str:
+    """A weekly repeat series made through the API; returns its RepeatSeriesUniqueId."""
+    start = world.now + start_offset
+    with world.client() as client:
+        until = start + days(7 * weeks - 1)
+        first = client.create_booking(weekly_series_body(world.resource, start, until))
+        return str(client.get_booking(first)["RepeatSeriesUniqueId"])
+
+
+def test_quiet_pass_with_series_rereads_no_series(world: World):
+    """Rows re-listed inside the watermark's safety margin must not re-read their series."""
+    series = [create_weekly_series(world, days(1) + timedelta(hours=2 * i)) for i in range(5)]
+    world.book(world.now + days(2))
+    assert world.sync().code == 0
+    before = len(world.emulator.requests)
+    quiet = world.sync()
+    requests = [r for r in world.emulator.requests[before:] if r.path != "/api/token"]
+    assert quiet.room["requests"]["calendar"] == 1
+    assert sorted(r.path for r in requests) == [
+        "/api/spaces/bookings",
+        "/api/spaces/cancelledbookings",
+    ]
+    # One changed member re-reads its own series once, and no other, even when the edit
+    # carries the same UpdatedOn as the row last read (the emulator's clock stands still).
+    member = next(
+        r for r in world.emulator.bookings() if r.get("RepeatSeriesUniqueId") == series[3]
+    )
+    world.emulator.edit_booking(member["Id"], Notes="projector please")
+    before = len(world.emulator.requests)
+    changed = world.sync()
+    assert changed.code == 0 and changed.room["updated"] == 1, changed.document
+    series_reads = [
+        dict(r.query)["Booking_RepeatSeriesUniqueId"]
+        for r in world.emulator.requests[before:]
+        if "Booking_RepeatSeriesUniqueId" in dict(r.query)
+    ]
+    assert series_reads == [series[3]]
+    world.assert_converged()
+
+
 def test_ten_changes_cost_about_ten_writes(world: World):
     ids = [world.book(world.now + days(1) + timedelta(hours=3 * i)) for i in range(40)]
     world.sync()
@@ -185,3 +220,73 @@ def test_ten_changes_cost_about_ten_writes(world: World):
     assert outcome.room["updated"] == 10
     # one read, ten writes, one settling read
     assert outcome.room["requests"]["calendar"] == 12 if world.server.name == "radicale" else 13
+
+
+def _sync_stderr(world: World, stderr: int) -> None:
+    """Run `roombridge sync` as a process whose stderr is ``stderr``; it must succeed."""
+    command = [sys.executable, "-m", "bridge.cli", "sync", "--config", str(world.config_path)]
+    done = subprocess.run(
+        command, cwd=ROOT, env=world.env(), stdout=subprocess.PIPE, stderr=stderr, timeout=300
+    )
+    assert done.returncode == 0, done.stdout
+
+
+def test_progress_shows_on_a_terminal_and_not_when_piped(
+    radicale_server: CalDAVServer, tmp_path: Path
+):
+    with World(radicale_server, tmp_path).running() as world:
+        for i in range(12):
+            world.book(world.now + days(1) + timedelta(hours=3 * i))
+        controller, terminal = pty.openpty()
+        try:
+            _sync_stderr(world, terminal)
+            os.close(terminal)
+            shown = b""
+            while chunk := _read_available(controller):
+                shown += chunk
+        finally:
+            os.close(controller)
+        assert b"[1/1] syncing callisto" in shown
+        assert b"callisto: 12/12 changes applied" in shown
+        world.tick()
+        world.emulator.edit_booking(world.emulator.bookings()[0]["Id"], Notes="moved")
+        piped = tmp_path / "stderr.txt"
+        with piped.open("wb") as sink:
+            _sync_stderr(world, sink.fileno())
+        assert piped.read_bytes() == b""
+
+
+def _read_available(fd: int) -> bytes:
+    """What a closed pty still holds (EIO marks its end on Linux)."""
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return b""
+
+
+def test_room_option_syncs_only_that_room_and_an_unknown_room_exits_2(
+    radicale_server: CalDAVServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    with World(radicale_server, tmp_path).running() as world:
+        europa = world.emulator.add_resource("Europa", business_id=world.business)
+        europa_collection = radicale_server.new_collection("Europa")
+        with world.config_path.open("a") as config:
+            config.write(
+                f'\n[[rooms]]\nid = "europa"\nname = "Europa"\nprovider = "hq"\n'
+                f'resource = "{europa}"\ncalendar = "dav"\ncalendar_id = "{europa_collection}"\n'
+            )
+        world.book(world.now + days(1))
+        start = world.now + days(2)
+        world.emulator.seed_booking(europa, start, start + timedelta(hours=1))
+        only = world.sync("--room", "europa")
+        assert [(r["id"], r["created"]) for r in only.document["rooms"]] == [("europa", 1)]
+        assert world.objects() == []  # callisto's collection was not touched
+        both = world.sync()
+        assert [(r["id"], r["created"]) for r in both.document["rooms"]] == [
+            ("callisto", 1),
+            ("europa", 0),
+        ]
+        capsys.readouterr()
+        command = ["sync", "--config", str(world.config_path), "--room", "ganymede"]
+        assert main(command) == 2
+        assert "ganymede" in capsys.readouterr().err

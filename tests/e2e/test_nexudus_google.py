@@ -22,6 +22,7 @@ from bridge.emulators.google import FaultKind, FaultPlan
 from tests.e2e.crash import KillTimer
 from tests.e2e.google_world import ADMIN, GoogleWorld
 from tests.e2e.test_resilience import mutate, seed_series
+from tests.e2e.world import weekly_series_body
 
 KILL_RUNS = 20
 
@@ -46,15 +47,7 @@ def days(n: float) -> timedelta:
 
 def series_body(world: GoogleWorld, start_in: timedelta, weeks: int = 8) -> dict[str, object]:
     start = world.now + start_in
-    return {
-        "ResourceId": world.resource,
-        "FromTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "ToTime": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "RepeatBooking": True,
-        "Repeats": 2,
-        "RepeatEvery": 1,
-        "RepeatUntil": (start + timedelta(weeks=weeks - 1)).strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    return weekly_series_body(world.resource, start, start + timedelta(weeks=weeks - 1))
 
 
 def google_requests_since(world: GoogleWorld, before: int) -> list[str]:

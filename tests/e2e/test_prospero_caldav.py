@@ -19,11 +19,10 @@ import pytest
 
 from bridge.emulators.faults import FaultKind, FaultPlan
 from mappings.prospero import BookingState, EventProcedure
-from tests.e2e.crash import KillTimer
+from tests.e2e.crash import kill_and_heal
 from tests.e2e.prospero_world import PASSWORD, ProsperoCalDavWorld
 from tests.plugins.caldav_servers import CalDAVServer
 
-KILL_RUNS = 20
 LIST_ROUTE = "GET /api/bookings"
 LOGIN_ROUTE = "POST /api/auth/login"
 REFRESH_ROUTE = "GET /api/auth/refresh"
@@ -301,19 +300,7 @@ def test_sigkill_at_random_points_heals_without_duplicates(
     rng = random.Random(20260412)
     with ProsperoCalDavWorld(caldav_server, tmp_path).running() as world:
         mutate(world, rng, 120)
-        killed_mid_run = 0
-        timer = KillTimer(rng)
-        for run in range(KILL_RUNS):
-            if run:
-                mutate(world, rng, rng.randint(5, 20))
-            process = world.sync_process(*(["--full"] if run % 5 == 4 else []))
-            if timer.kill_during(process):
-                killed_mid_run += 1
-            outcome = world.sync()
-            assert outcome.code == 0, (run, outcome.document)
-            world.assert_converged()
-        # The kills must really have landed mid-run for the test to mean anything.
-        assert killed_mid_run >= KILL_RUNS // 2
+        kill_and_heal(world, rng, lambda count: mutate(world, rng, count), edits_per_run=(5, 20))
 
 
 @pytest.mark.slow

@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 
 from bridge.emulators.faults import FaultKind, FaultPlan
-from tests.e2e.crash import KillTimer
-from tests.e2e.world import World
+from tests.e2e.crash import kill_and_heal
+from tests.e2e.world import World, weekly_series_body
 from tests.plugins.caldav_servers import CalDAVServer
-
-KILL_RUNS = 20
 
 
 def mutate(world: World, rng: random.Random, count: int) -> None:
@@ -43,39 +41,33 @@ def seed_series(world: World) -> None:
     start = world.now + timedelta(days=2, hours=9)
     with world.client() as client:
         client.create_booking(
-            {
-                "ResourceId": world.resource,
-                "FromTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "ToTime": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "RepeatBooking": True,
-                "Repeats": 2,
-                "RepeatEvery": 1,
-                "RepeatUntil": (start + timedelta(days=120)).strftime("%Y-%m-%dT%H:%M:%S"),
-            }
+            weekly_series_body(world.resource, start, start + timedelta(days=120))
         )
+
+
+def kill_loop(world: World, rng: random.Random) -> None:
+    """A series and 150 bookings, then the crash loop with random provider edits."""
+    seed_series(world)
+    mutate(world, rng, 150)
+    kill_and_heal(world, rng, lambda count: mutate(world, rng, count))
 
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_heals_without_duplicates(
     caldav_server: CalDAVServer, tmp_path: Path
 ):
-    rng = random.Random(20261121)
     with World(caldav_server, tmp_path).running() as world:
-        seed_series(world)
-        mutate(world, rng, 150)
-        killed_mid_run = 0
-        timer = KillTimer(rng)
-        for run in range(KILL_RUNS):
-            if run:
-                mutate(world, rng, rng.randint(5, 25))
-            process = world.sync_process(*(["--full"] if run % 5 == 4 else []))
-            if timer.kill_during(process):
-                killed_mid_run += 1
-            outcome = world.sync()
-            assert outcome.code == 0, (run, outcome.document)
-            world.assert_converged()
-        # The kills must really have landed mid-run for the test to mean anything.
-        assert killed_mid_run >= KILL_RUNS // 2
+        kill_loop(world, random.Random(20261121))
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_sigkill_with_the_postgresql_store_heals_without_duplicates(
+    radicale_server: CalDAVServer, tmp_path: Path, postgres_database: str
+):
+    """The same crash loop with the state in PostgreSQL (its transactions, not SQLite's)."""
+    with World(radicale_server, tmp_path, state_url=postgres_database).running() as world:
+        kill_loop(world, random.Random(20261206))
 
 
 @pytest.mark.slow

@@ -36,6 +36,19 @@ PASSWORD = "e2e-Secret-Pa55word"
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def weekly_series_body(resource: int, start: datetime, until: datetime) -> dict[str, object]:
+    """A Nexudus create body: one hour weekly from ``start``, repeating until ``until``."""
+    return {
+        "ResourceId": resource,
+        "FromTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "ToTime": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "RepeatBooking": True,
+        "Repeats": 2,
+        "RepeatEvery": 1,
+        "RepeatUntil": until.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
 def hour_floor(instant: datetime) -> datetime:
     """The instant truncated to the hour."""
     return instant.replace(minute=0, second=0, microsecond=0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -42,9 +43,9 @@ def _unreachable(reason: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture
-def postgres_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database (dropped afterwards); yields its URL."""
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped when the block ends; yields its URL."""
     admin_url = postgres_admin_url()
     name = f"roombridge_test_{uuid.uuid4().hex[:16]}"
     try:
@@ -60,6 +61,13 @@ def postgres_database() -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database (dropped afterwards); yields its URL."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -193,3 +193,92 @@ def test_door_code_reaches_the_organizers_event_only_when_enabled_and_full(store
     other = FakeCalendar()
     sync(source, other, store)
     assert code.encode() not in other.objects["/cal/roombridge-hq-a.ics"].ics
+
+
+@pytest.fixture
+def renders(monkeypatch):
+    """The bookings rendered to iCalendar during the test, by key."""
+    import bridge.sync.rendering as rendering
+
+    seen: list[str] = []
+    real = rendering.booking_to_objects
+
+    def counting(booking, **options):
+        seen.append(booking.key)
+        return real(booking, **options)
+
+    monkeypatch.setattr(rendering, "booking_to_objects", counting)
+    return seen
+
+
+def test_quiet_pass_renders_no_booking(store, renders):
+    source = FakeSource({k: booking(k, i + 1) for i, k in enumerate("abcd")})
+    calendar = FakeCalendar()
+    sync(source, calendar, store)
+    assert sorted(renders) == ["a", "b", "c", "d"]
+    renders.clear()
+    quiet = sync(source, calendar, store)
+    assert quiet.ok and (quiet.created, quiet.updated, quiet.deleted) == (0, 0, 0)
+    assert renders == []
+
+
+def test_a_changed_booking_alone_is_rendered_and_written(store, renders):
+    source = FakeSource({k: booking(k, i + 1) for i, k in enumerate("abcd")})
+    calendar = FakeCalendar()
+    sync(source, calendar, store)
+    renders.clear()
+    source.bookings["c"] = booking("c", 3, title="Moved to the big room")
+    result = sync(source, calendar, store)
+    assert result.ok and result.updated == 1
+    assert renders == ["c"]
+    assert b"Moved to the big room" in calendar.objects["/cal/roombridge-hq-c.ics"].ics
+
+
+def test_third_party_edit_of_an_unchanged_booking_is_reverted_from_the_memo(store, renders):
+    source = FakeSource({"a": booking("a", 1, title="Board")})
+    calendar = FakeCalendar()
+    sync(source, calendar, store)
+    href = "/cal/roombridge-hq-a.ics"
+    original = calendar.objects[href].ics
+    calendar._put("roombridge-hq-a", original.replace(b"Board", b"Hijacked"), href)
+    renders.clear()
+    result = sync(source, calendar, store)
+    # The memo gave the plan its hash; the write needed the text, so only that booking renders.
+    assert result.ok and result.updated == 1 and renders == ["a"]
+    assert b"Board" in calendar.objects[href].ics and b"Hijacked" not in calendar.objects[href].ics
+
+
+def test_full_pass_ignores_the_render_memo(store, renders):
+    source = FakeSource({k: booking(k, i + 1) for i, k in enumerate("ab")})
+    calendar = FakeCalendar()
+    sync(source, calendar, store)
+    renders.clear()
+    assert sync(source, calendar, store, full=True).ok
+    assert sorted(renders) == ["a", "b"]
+
+
+def test_unreadable_render_memo_renders_again(store, renders):
+    source = FakeSource({"a": booking("a", 1)})
+    calendar = FakeCalendar()
+    sync(source, calendar, store)
+    store.set_cursor("callisto", "rendered", "{not json", NOW)
+    renders.clear()
+    result = sync(source, calendar, store)
+    assert result.ok and result.updated == 0 and renders == ["a"]
+
+
+def test_a_memo_naming_an_object_the_booking_no_longer_renders_fails_only_that_item(store):
+    import json
+
+    source = FakeSource({k: booking(k, i + 1) for i, k in enumerate("ab")})
+    calendar = FakeCalendar()
+    sync(source, calendar, store)
+    # As if the mapping code had changed without a RENDERING bump: same fingerprint, other UID.
+    memo = json.loads(store.get_cursor("callisto", "rendered"))
+    memo["a"][1] = [["roombridge-hq-ghost", "0" * 64]]
+    store.set_cursor("callisto", "rendered", json.dumps(memo), NOW)
+    result = sync(source, calendar, store)
+    assert not result.ok and any("run sync --full" in e for e in result.errors)
+    healed = sync(source, calendar, store, full=True)
+    assert healed.ok
+    assert sorted(calendar.objects) == ["/cal/roombridge-hq-a.ics", "/cal/roombridge-hq-b.ics"]
