@@ -72,10 +72,10 @@ def test_sigkill_with_the_postgresql_store_heals_without_duplicates(
 
 @pytest.mark.slow
 def test_provider_faults_converge_without_duplicates_or_tracebacks(
-    caldav_server: CalDAVServer, tmp_path: Path
+    caldav_server: CalDAVServer, tmp_path: Path, state_url: str
 ):
     rng = random.Random(7)
-    with World(caldav_server, tmp_path).running() as world:
+    with World(caldav_server, tmp_path, state_url=state_url).running() as world:
         seed_series(world)
         mutate(world, rng, 60)
         world.emulator.faults.configure(
