@@ -384,12 +384,13 @@ class RequestIntake:
         try:
             keys = self.writer.change(self.room, accepted.keys, decision.booking, marker, window)
         except Refused as exc:
-            if exc.kept is not None and set(exc.kept) != set(accepted.keys):
+            rekeyed = exc.kept is not None and set(exc.kept) != set(accepted.keys)
+            if exc.kept is not None and rekeyed:
                 # The writer put the old bookings back under new keys: follow them.
                 for key in set(accepted.keys) - set(exc.kept):
                     self.store.forget(self.room.id, key, accepted.uid)
                 accepted = replace(accepted, keys=tuple(sorted(exc.kept)))
-            self._revert(accepted, obj, exc.reason, outcome)
+            self._revert(accepted, obj, exc.reason, outcome, retag=rekeyed)
             return
         for key in set(accepted.keys) - set(keys):
             self.store.forget(self.room.id, key, accepted.uid)
@@ -401,9 +402,18 @@ class RequestIntake:
         outcome.updated += 1
 
     def _revert(
-        self, accepted: Accepted, obj: StoredObject, reason: str, outcome: IntakeOutcome
+        self,
+        accepted: Accepted,
+        obj: StoredObject,
+        reason: str,
+        outcome: IntakeOutcome,
+        *,
+        retag: bool = False,
     ) -> None:
-        """Refuse an edit: put the event back as accepted, or decline it and release the room."""
+        """Refuse an edit: put the event back as accepted, or decline it and release the room.
+
+        ``retag``: the bookings now have other keys than the accepted event carries.
+        """
         why = f"change refused: {reason}"
         if not self.calendar.can_restore:
             self._decline(accepted.uid, obj, why, outcome)
@@ -413,6 +423,11 @@ class RequestIntake:
         assert record is not None
         ics = str(json.loads(record)["ics"]).encode()
         remote = self.calendar.restore(obj.href, obj.etag, ics, reason=why)
+        if retag:
+            remote = self.calendar.accept(
+                remote.href, remote.etag, provider=self.writer.name, keys=accepted.keys,
+                tentative=isinstance(self.writer, ApprovingWriter),
+            )
         outcome.wrote = True
         written = self._stored_after(obj, remote)
         self._remember(accepted.uid, accepted.keys, written)

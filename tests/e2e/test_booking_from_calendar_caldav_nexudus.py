@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -147,6 +147,39 @@ def test_calendar_move_and_refused_move(world: RequestWorld):
     assert utc(event.decoded("DTSTART")) == later
     assert "change refused" in str(event["COMMENT"])
     assert sorted(utc(r["FromTime"]) for r in world.room_records()) == [later, blocker]
+
+
+def test_a_series_edit_nexudus_refuses_keeps_the_accepted_booking(world: RequestWorld):
+    start = world.now + timedelta(days=3)
+    world.invite("grow@client", start, start + hours(1))
+    for _ in range(2):  # booked, then a pass that reads Nexudus incrementally again
+        assert world.sync().code == 0
+    # Someone books the slot a week later in a way the bridge's incremental read does not see
+    # before it acts (its UpdatedOn lies behind the watermark), so only Nexudus can refuse.
+    world.emulator.set_clock(world.now - timedelta(days=2))
+    world.book(start + timedelta(days=7))
+    world.emulator.set_clock(datetime.now(UTC))
+    # Turning the single into a series cannot be done in place: the single is cancelled, the
+    # series refused, and the single put back under a new key.
+    world.edit("grow@client", request_ics("grow@client", start, start + hours(1),
+                                          rrule="FREQ=WEEKLY;COUNT=3"))
+    outcome = world.sync()
+    assert outcome.code == 0, outcome.document
+    _href, _etag, calendar = world.request_event("grow@client")
+    event = calendar.walk("VEVENT")[0]
+    assert "RRULE" not in event and "change refused" in str(event["COMMENT"])
+    mine = [r for r in world.room_records() if r["SystemId"] == "roombridge:grow@client"]
+    assert [utc(r["FromTime"]) for r in mine] == [start]
+    assert str(event["X-ROOMBRIDGE-KEY"]) == str(mine[0]["Id"])
+    # The event follows the booking's new key: later passes neither cancel nor re-book it.
+    for _ in range(2):
+        again = world.sync()
+        assert again.code == 0, again.document
+        assert (again.room["declined"], again.room["created"]) == (0, 0), again.document
+    assert [r["Id"] for r in world.room_records() if r["SystemId"] == "roombridge:grow@client"] == [
+        mine[0]["Id"]
+    ]
+    assert world.room_answers("grow@client") == ["ACCEPTED"]
 
 
 def test_single_occurrence_and_series_deletes(world: RequestWorld):
