@@ -221,7 +221,14 @@ class RequestIntake:
                 self.store.record_error(self.room.id, uid, "request", str(exc), self.clock())
             else:
                 self.store.clear_error(self.room.id, uid, "request")
+        self._clear_errors_of_gone_events(objects.keys() | accepted.keys())
         return outcome
+
+    def _clear_errors_of_gone_events(self, present: set[str]) -> None:
+        """Drop the errors of requests whose event is gone: nothing is left to retry."""
+        for error in self.store.errors(self.room.id):
+            if error.operation == "request" and error.item not in present:
+                self.store.clear_error(self.room.id, error.item, "request")
 
     # ----- reading -------------------------------------------------------------------------
 

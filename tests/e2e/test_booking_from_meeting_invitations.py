@@ -11,17 +11,21 @@ meeting, and the tags the bridge reads back on the room's copy.
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Callable, Iterator
+from contextlib import redirect_stdout
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 import pytest
 
+from bridge.cli import main
 from bridge.emulators.identity import IdentityEmulator, TlsFiles
 from bridge.emulators.server import RunningServer, SwappableApp
 from bridge.sync.intake import RequestIntake
-from tests.e2e.google_request_world import GoogleRequestWorld
+from tests.e2e.google_request_world import ADMIN, GoogleRequestWorld
 from tests.e2e.office365_request_world import Office365RequestWorld
 from tests.e2e.request_providers import (
     Held,
@@ -264,3 +268,40 @@ def test_crash_between_provider_create_and_answer_books_once(
     assert_booked_once(world, meeting, start)
 
 
+
+
+def test_a_conflicting_event_made_in_the_google_room_calendar_is_an_error_until_removed(
+    tmp_path: Path,
+) -> None:
+    # Not an invitation: a receptionist types an event straight into the room calendar, onto a
+    # booking's cleanup time. Nobody awaits the room's answer, so nothing can be declined; the
+    # item stays a pending error until the event is moved or deleted, and then it is cleared.
+    with GoogleRequestWorld(tmp_path).running() as world:
+        taken = world.now + timedelta(days=2)
+        world.book_taken(taken, taken + hours(1), booker="Zed Secret")
+        assert world.sync().code == 0
+        start = taken + hours(1) + timedelta(minutes=5)
+        made = world.google.seed_event(
+            world.room,
+            {
+                "summary": "Walk-in",
+                "start": {"dateTime": start.isoformat(), "timeZone": "UTC"},
+                "end": {"dateTime": (start + hours(1)).isoformat(), "timeZone": "UTC"},
+            },
+            user=ADMIN,
+        )
+        assert world.sync().code == 1
+        assert "not invited" in " ".join(pending_errors(world.config_path))
+        world.google.delete_event(world.room, str(made["id"]))
+        assert world.sync().code == 0
+        assert pending_errors(world.config_path) == []
+        assert len(world.held()) == 1
+
+
+def pending_errors(config: Path) -> list[str]:
+    """The pending per-item errors ``roombridge status --json`` shows for the room."""
+    out = io.StringIO()
+    with redirect_stdout(out):
+        main(["status", "--config", str(config), "--json"])
+    (room,) = json.loads(out.getvalue())["rooms"]
+    return [str(error["message"]) for error in room["pending_errors"]]
