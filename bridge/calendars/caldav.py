@@ -827,17 +827,6 @@ def _declined_instance(
     return instance
 
 
-def room_declined(ics: bytes) -> list[datetime]:
-    """The occurrences (RECURRENCE-IDs) of an event that the room declined, in order."""
-    found = []
-    for event in icalendar.Calendar.from_ical(ics).walk("VEVENT"):
-        if "RECURRENCE-ID" in event and any(
-            str(a.params.get("PARTSTAT", "")).upper() == "DECLINED" for a in room_attendees(event)
-        ):
-            found.append(event.decoded("RECURRENCE-ID"))
-    return sorted(found)
-
-
 def declined_ics(ics: bytes, comment: str, occurrences: Sequence[datetime] = ()) -> bytes:
     """The event's text declined by the room: wholly, or only at the given occurrences."""
     calendar = icalendar.Calendar.from_ical(ics)

@@ -68,7 +68,7 @@ def follow_approvals(
     intake: RequestIntake, writer: ApprovingWriter, outcome: IntakeOutcome
 ) -> None:
     """Set the room's answer of every accepted request from its bookings' approval."""
-    accepted = intake._accepted()
+    accepted = intake.accepted_requests()
     if not accepted:
         return
     room: Room = intake.room
@@ -84,15 +84,9 @@ def follow_approvals(
             continue
         try:
             if answer == "DECLINED":
-                intake._forget(request)
-                intake._decline(uid, obj, DENIED_REASON, outcome)
+                intake.deny(request, obj, DENIED_REASON, outcome)
             else:
-                remote = intake.calendar.accept(
-                    obj.href, obj.etag, provider=intake.writer.name, keys=request.keys,
-                    tentative=answer == "TENTATIVE",
-                )
-                outcome.wrote = True
-                intake._remember(uid, request.keys, intake._stored_after(obj, remote))
+                intake.reanswer(obj, request, outcome, tentative=answer == "TENTATIVE")
         except BridgeError as exc:
             outcome.errors.append(f"{uid}: {exc}")
 

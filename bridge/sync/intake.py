@@ -206,7 +206,7 @@ class RequestIntake:
         objects = {o.uid: o for o in self.store.calendar_objects(self.room.id)
                    if o.origin is ObjectOrigin.FOREIGN and o.ics}
         requests = self._requests(objects, outcome)
-        accepted = self._accepted()
+        accepted = self.accepted_requests()
         for uid in sorted(requests.keys() - accepted.keys()):
             adopted = self._recover(requests[uid], objects[uid], window, outcome)
             if adopted is not None:
@@ -246,7 +246,7 @@ class RequestIntake:
                 outcome.errors.append(f"{uid}: not a readable booking request: {exc}")
         return found
 
-    def _accepted(self) -> dict[str, Accepted]:
+    def accepted_requests(self) -> dict[str, Accepted]:
         """The requests linked to provider bookings, with the event text they were accepted as."""
         keys: dict[str, list[str]] = {}
         for link in self.store.room_links(self.room.id):
@@ -303,8 +303,7 @@ class RequestIntake:
             self._remember(decision.accepted.uid, decision.accepted.keys, obj)
             outcome.updated += 1
         elif isinstance(decision, ProviderCancelled):
-            self._forget(decision.accepted)
-            self._decline(decision.request.uid, obj, PROVIDER_CANCELLED, outcome)
+            self.deny(decision.accepted, obj, PROVIDER_CANCELLED, outcome)
 
     def _book(
         self, decision: Book, obj: StoredObject, window: Window, outcome: IntakeOutcome
@@ -391,12 +390,13 @@ class RequestIntake:
         try:
             keys = self.writer.change(self.room, accepted.keys, decision.booking, marker, window)
         except Refused as exc:
-            rekeyed = exc.kept is not None and set(exc.kept) != set(accepted.keys)
-            if exc.kept is not None and rekeyed:
+            kept = set(exc.kept if exc.kept is not None else accepted.keys)
+            rekeyed = kept != set(accepted.keys)
+            if rekeyed:
                 # The writer put the old bookings back under new keys: follow them.
-                for key in set(accepted.keys) - set(exc.kept):
+                for key in set(accepted.keys) - kept:
                     self.store.forget(self.room.id, key, accepted.uid)
-                accepted = replace(accepted, keys=tuple(sorted(exc.kept)))
+                accepted = replace(accepted, keys=tuple(sorted(kept)))
             self._revert(accepted, obj, exc.reason, outcome, retag=rekeyed)
             return
         for key in set(accepted.keys) - set(keys):
@@ -430,15 +430,41 @@ class RequestIntake:
         assert record is not None
         ics = str(json.loads(record)["ics"]).encode()
         remote = self.calendar.restore(obj.href, obj.etag, ics, reason=why)
-        if retag:
-            remote = self.calendar.accept(
-                remote.href, remote.etag, provider=self.writer.name, keys=accepted.keys,
-                tentative=isinstance(self.writer, ApprovingWriter),
-            )
         outcome.wrote = True
         written = self._stored_after(obj, remote)
-        self._remember(accepted.uid, accepted.keys, written)
+        if retag:
+            self.reanswer(written, accepted, outcome)
+        else:
+            self._remember(accepted.uid, accepted.keys, written)
         outcome.declined += 1
+
+    def reanswer(
+        self,
+        obj: StoredObject,
+        accepted: Accepted,
+        outcome: IntakeOutcome,
+        *,
+        tentative: bool | None = None,
+    ) -> None:
+        """Accept an accepted request's event again, tagged with its keys as they are now.
+
+        ``tentative`` defaults to whether the provider approves bookings later.
+        """
+        if tentative is None:
+            tentative = isinstance(self.writer, ApprovingWriter)
+        remote = self.calendar.accept(
+            obj.href, obj.etag, provider=self.writer.name, keys=accepted.keys,
+            tentative=tentative,
+        )
+        outcome.wrote = True
+        self._remember(accepted.uid, accepted.keys, self._stored_after(obj, remote))
+
+    def deny(
+        self, accepted: Accepted, obj: StoredObject, reason: str, outcome: IntakeOutcome
+    ) -> None:
+        """The provider will not hold an accepted request after all: forget it, decline it."""
+        self._forget(accepted)
+        self._decline(accepted.uid, obj, reason, outcome)
 
     def _decline(self, uid: str, obj: StoredObject, reason: str, outcome: IntakeOutcome) -> None:
         """Decline the event as the room and remember not to look at it again."""
