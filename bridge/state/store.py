@@ -272,8 +272,10 @@ def _configure_sqlite(engine: Engine) -> None:
         # Let SQLAlchemy's begin event below decide how transactions start, not pysqlite.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # The timeout first: switching a new file to WAL takes a lock that another opener may
+        # hold, and without the timeout that opener's lock fails at once ("database is locked").
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
